@@ -1,0 +1,76 @@
+"""Schema versions: numbered ``.sql`` migrations applied in order, forward only.
+
+The files ship inside the package (``codegraph_store/migrations``, mapped from
+the repository's top-level ``migrations/``). The schema version is
+``PRAGMA user_version``; ``PRAGMA application_id`` marks a file as ours, so a
+foreign SQLite database is refused instead of being written into.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import apsw
+
+from . import errors
+from .storage import APPLICATION_ID
+
+_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+
+def available() -> list[tuple[int, str, str]]:
+    """``(version, filename, sql)`` of every packaged migration, in order."""
+    found = []
+    for entry in resources.files("codegraph_store.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"packaged migrations are not numbered 1..n: {versions}")  # pragma: no cover
+    return found
+
+
+def latest_version() -> int:
+    return len(available())
+
+
+def _is_empty(conn: apsw.Connection) -> bool:
+    return conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0] == 0
+
+
+def inspect(conn: apsw.Connection, path: str) -> int:
+    """The file's schema version; refuses foreign and newer files. 0 = empty new file."""
+    app_id = conn.pragma("application_id")
+    version = conn.pragma("user_version")
+    if app_id == 0 and version == 0 and _is_empty(conn):
+        return 0
+    if app_id != APPLICATION_ID:
+        raise errors.NotAStoreError(
+            f"{path}: a SQLite database, but not a codegraph store (application_id {app_id})")
+    latest = latest_version()
+    if version > latest:
+        raise errors.SchemaTooNewError(
+            f"{path}: written by a newer codegraph_store (schema {version}; this version knows "
+            f"up to {latest}); upgrade codegraph_store to open it")
+    return version
+
+
+def migrate(conn: apsw.Connection, path: str) -> int:
+    """Apply every migration newer than the file, all in one transaction."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        current = inspect(conn, path)  # re-read under the write lock
+        for version, _name, sql in available():
+            if version > current:
+                conn.execute(sql)
+                conn.pragma("user_version", version)
+                current = version
+        conn.execute("COMMIT")
+    except BaseException:
+        if not conn.getautocommit():
+            conn.execute("ROLLBACK")
+        raise
+    return current

@@ -1,0 +1,645 @@
+"""The Store: one ``.cgdb`` file, one writer connection, a reader connection per thread.
+
+Writes go through :meth:`Store.transaction` (implicitly, one transaction per call,
+when no transaction is open): they are buffered and flushed in batches, and a
+read inside the transaction flushes first, so the transaction sees its own
+writes. Reads outside a transaction use the calling thread's reader connection
+(APSW releases the GIL while SQLite works, so reader threads run in parallel)
+and a shared node cache that is cleared whenever any connection observes a
+commit, by this process or another (``PRAGMA data_version``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Any, Iterable, Iterator, Sequence
+
+import apsw
+
+from . import graph, schema, storage
+from .cache import LRUCache
+from .config import Config
+from .errors import (CorruptStoreError, InvalidArgumentError, InvalidTypeError, NotAStoreError,
+                     NotFoundError, ReadOnlyError, StoreClosedError, TransactionError)
+from .kinds import EdgeKind, NodeKind
+from .model import (Edge, Node, check_node_id, check_path, validate_edge, validate_node)
+from .writes import WriteBuffer, raise_for_commit_failure
+
+# Edge kinds along which a change propagates to dependants (used by impact()).
+DEPENDENCY_KINDS = [int(EdgeKind.CALLS), int(EdgeKind.INHERITS), int(EdgeKind.IMPORTS),
+                    int(EdgeKind.REFERENCES)]
+DIRECTIONS = ("out", "in", "both")
+
+
+class _Transaction:
+    """State of the open transaction: its owner thread, nesting depth and buffer."""
+
+    def __init__(self, thread: int, buffer: WriteBuffer):
+        self.thread = thread
+        self.depth = 0
+        self.buffer = buffer
+
+
+class _ReaderState(threading.local):
+    conn: apsw.Connection | None = None
+    version: int = -1
+
+
+class Store:
+    """An open code-graph store. Create with :meth:`Store.open`."""
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def __init__(self, path: str, readonly: bool, durability: str, config: Config):
+        self._path = path
+        self._readonly = readonly
+        self._durability = durability
+        self.config = config
+        mem, io = config.memory_optimization, config.io_optimization
+        self._cache_kib = mem.sqlite_cache_kib
+        self._cache = (LRUCache(mem.compact_cache_size, mem.cache_max_bytes,
+                                mem.memory_pressure_threshold) if mem.enable_cache else None)
+        self._read_batch = io.read_batch_size
+        self._compression = io.compression_threshold if io.enable_compression else None
+        self._write_lock = threading.RLock()
+        self._txn: _Transaction | None = None
+        self._reader_state = _ReaderState()
+        self._readers: list[apsw.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer: apsw.Connection | None = None
+        self._prefetcher = None
+        storage.check_file_header(path)
+        if readonly:
+            if not os.path.exists(path):
+                raise NotFoundError(f"{path}: no such store")
+            conn = self._reader()
+            with storage.translated_errors(path):
+                version = schema.inspect(conn, path)
+            if version == 0:
+                self.close()
+                raise NotAStoreError(f"{path}: empty file, not a codegraph store")
+            if version < schema.latest_version():
+                self.close()
+                raise ReadOnlyError(
+                    f"{path}: schema {version} needs upgrading; open it once without readonly=True")
+        else:
+            try:
+                self._writer = storage.connect(path, readonly=False, durability=durability,
+                                               cache_kib=self._cache_kib, create=True)
+                with storage.translated_errors(path):
+                    if schema.inspect(self._writer, path) < schema.latest_version():
+                        schema.migrate(self._writer, path)
+            except BaseException:
+                self.close()
+                raise
+        if io.enable_prefetch and io.prefetch_depth > 0 and self._cache is not None:
+            from .prefetch import Prefetcher
+            self._prefetcher = Prefetcher(self, io.prefetch_depth)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, readonly: bool = False, durability: str = "normal",
+             config: Config | str | os.PathLike | dict | None = None) -> "Store":
+        """Open (or create) the store at ``path``.
+
+        ``readonly=True`` opens a connection that can never write (and refuses
+        writes with :class:`ReadOnlyError` before touching the file).
+        ``durability`` is ``"normal"`` (committed transactions survive a process
+        crash; a power loss may lose the last ones, never consistency) or
+        ``"full"`` (they also survive power loss). ``config`` is a :class:`Config`,
+        a TOML file path or a dict of overrides; default: the packaged defaults.
+        """
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidTypeError(f"path must be str or os.PathLike, got {type(path).__name__}")
+        path = os.fspath(path)
+        if isinstance(path, bytes):
+            raise InvalidTypeError("path must be a str path")
+        if not path:
+            raise InvalidArgumentError("path must not be empty")
+        if durability not in storage.DURABILITY:
+            raise InvalidArgumentError(
+                f"durability must be 'normal' or 'full', got {durability!r}")
+        if config is None:
+            config = Config.defaults()
+        elif isinstance(config, dict):
+            config = Config.from_dict(config)
+        elif isinstance(config, (str, os.PathLike)):
+            config = Config.from_file(config)
+        elif not isinstance(config, Config):
+            raise InvalidTypeError(f"config must be Config, dict or a path, got {type(config).__name__}")
+        if os.path.isdir(path):
+            raise InvalidArgumentError(f"{path} is a directory, not a store file")
+        return cls(path, bool(readonly), durability, config)
+
+    @property
+    def path(self) -> str:
+        return self._path
+
+    @property
+    def readonly(self) -> bool:
+        return self._readonly
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("readonly" if self._readonly else "open")
+        return f"<Store {self._path!r} {state}>"
+
+    def close(self) -> None:
+        """Close every connection. Idempotent; an open transaction is rolled back."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._prefetcher is not None:
+            self._prefetcher.stop()
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        if self._writer is not None:
+            with contextlib.suppress(apsw.Error):
+                if not self._writer.getautocommit():
+                    self._writer.execute("ROLLBACK")
+            self._writer.close()
+            self._writer = None
+
+    # -------------------------------------------------------------- connections
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"{self._path}: the store is closed")
+
+    def _reader(self) -> apsw.Connection:
+        state = self._reader_state
+        conn = state.conn
+        if conn is None:
+            self._check_open()
+            conn = storage.connect(self._path, readonly=True, cache_kib=self._cache_kib)
+            with self._readers_lock:
+                self._readers.append(conn)
+            state.conn = conn
+            state.version = storage.data_version(conn)
+            # Entries cached before this connection existed may predate a commit
+            # that this connection will never report as a change.
+            if self._cache is not None:
+                self._cache.clear()
+        return conn
+
+    def _in_own_transaction(self) -> bool:
+        txn = self._txn
+        return txn is not None and txn.thread == threading.get_ident()
+
+    def _read_conn(self) -> tuple[apsw.Connection, bool]:
+        """The connection a read should use, and whether the cache may be used."""
+        self._check_open()
+        if self._in_own_transaction():
+            self._txn.buffer.flush()
+            return self._writer, False
+        conn = self._reader()
+        state = self._reader_state
+        version = storage.data_version(conn)
+        if version != state.version:
+            state.version = version
+            if self._cache is not None:
+                self._cache.clear()
+        return conn, self._cache is not None
+
+    def _conn_for_iteration(self) -> apsw.Connection:
+        return self._read_conn()[0]
+
+    # ------------------------------------------------------------- transactions
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Store"]:
+        """All writes in the block commit together or not at all.
+
+        Nested blocks are savepoints: an exception leaving an inner block undoes
+        only that block. A transaction belongs to the thread that opened it;
+        other threads' writes wait for it to finish.
+        """
+        self._check_open()
+        if self._readonly:
+            raise ReadOnlyError(f"{self._path}: the store was opened read-only")
+        self._write_lock.acquire()
+        try:
+            txn = self._txn
+            if txn is None:
+                io = self.config.io_optimization
+                buffer = WriteBuffer(self._writer, io.write_buffer_size, io.enable_batching,
+                                     self._compression)
+                with storage.translated_errors(self._path):
+                    self._writer.execute("BEGIN IMMEDIATE")
+                txn = self._txn = _Transaction(threading.get_ident(), buffer)
+                outer = True
+            else:
+                outer = False
+                with storage.translated_errors(self._path):
+                    txn.buffer.flush()
+                    self._writer.execute(f"SAVEPOINT sp{txn.depth + 1}")
+            txn.depth += 1
+            try:
+                yield self
+            except BaseException:
+                txn.depth -= 1
+                if outer:
+                    self._rollback()
+                else:
+                    txn.buffer.discard()
+                    with storage.translated_errors(self._path):
+                        self._writer.execute(f"ROLLBACK TO sp{txn.depth + 1}")
+                        self._writer.execute(f"RELEASE sp{txn.depth + 1}")
+                raise
+            txn.depth -= 1
+            if outer:
+                self._commit()
+            else:
+                with storage.translated_errors(self._path):
+                    txn.buffer.flush()
+                    self._writer.execute(f"RELEASE sp{txn.depth + 1}")
+        finally:
+            self._write_lock.release()
+
+    def _commit(self) -> None:
+        txn = self._txn
+        try:
+            with storage.translated_errors(self._path):
+                txn.buffer.flush()
+                try:
+                    self._writer.execute("COMMIT")
+                except apsw.ConstraintError as e:
+                    raise_for_commit_failure(self._writer, e)
+        except BaseException:
+            self._rollback()
+            raise
+        self._txn = None
+        if self._cache is not None:
+            self._cache.clear()
+
+    def _rollback(self) -> None:
+        txn, self._txn = self._txn, None
+        if txn is not None:
+            txn.buffer.discard()
+        with contextlib.suppress(apsw.Error):
+            if self._writer is not None and not self._writer.getautocommit():
+                self._writer.execute("ROLLBACK")
+        if self._cache is not None:
+            self._cache.clear()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[WriteBuffer]:
+        """The current transaction's buffer, in a transaction of its own if none is open."""
+        if self._in_own_transaction():
+            with storage.translated_errors(self._path):
+                yield self._txn.buffer
+        else:
+            with self.transaction():
+                with storage.translated_errors(self._path):
+                    yield self._txn.buffer
+
+    # ------------------------------------------------------------------- writes
+
+    def add_nodes(self, nodes: Iterable[Node]) -> int:
+        """Insert nodes; a node whose id exists replaces it (its edges are kept).
+
+        Every node is validated before anything is written. Returns the count.
+        """
+        nodes = [validate_node(n) for n in _as_list(nodes, "nodes")]
+        if nodes:
+            with self._write() as buf:
+                buf.add_nodes(nodes)
+        return len(nodes)
+
+    def add_edges(self, edges: Iterable[Edge]) -> int:
+        """Insert edges; an existing ``(src, kind, dst)`` gets the new metadata.
+
+        Endpoints are checked when the transaction commits: a missing node makes
+        the commit fail with :class:`DanglingEdgeError` and nothing is written.
+        """
+        edges = [validate_edge(e) for e in _as_list(edges, "edges")]
+        if edges:
+            with self._write() as buf:
+                buf.add_edges(edges)
+        return len(edges)
+
+    def delete_nodes(self, ids: Iterable[int]) -> None:
+        """Delete nodes by id with every edge touching them; unknown ids are ignored."""
+        ids = [check_node_id(i) for i in _as_list(ids, "ids")]
+        if ids:
+            with self._write() as buf:
+                buf.delete_nodes(ids)
+
+    def delete_edges(self, edges: Iterable[Edge | tuple[int, Any, int]]) -> None:
+        """Delete edges given as Edge or ``(src, kind, dst)``; absent ones are ignored."""
+        triples = []
+        for e in _as_list(edges, "edges"):
+            src, kind, dst = (e.src, e.kind, e.dst) if isinstance(e, Edge) else e
+            triples.append((check_node_id(src), int(EdgeKind.parse(kind)), check_node_id(dst)))
+        if triples:
+            with self._write() as buf:
+                buf.delete_edges(triples)
+
+    def delete_file(self, path: str) -> int:
+        """Delete a file with all its nodes and their edges; returns the nodes removed."""
+        path = check_path(path)
+        with self._write() as buf:
+            buf.flush()
+            conn = self._writer
+            row = conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no file {path!r} in the store")
+            count = conn.execute("SELECT count(*) FROM nodes WHERE file_id = ?", row).fetchone()[0]
+            conn.execute("DELETE FROM files WHERE id = ?", row)
+        return count
+
+    # -------------------------------------------------------------------- reads
+
+    def get_node(self, node_id: int) -> Node | None:
+        """The node with this id, or ``None``."""
+        node_id = check_node_id(node_id)
+        conn, cached = self._read_conn()
+        cache = self._cache
+        if cached:
+            node = cache.get(node_id)
+            if node is not None:
+                return node
+            epoch = cache.epoch
+        with storage.translated_errors(self._path):
+            row = conn.execute(graph.SQL["node"], (node_id,)).fetchone()
+        if row is None:
+            return None
+        node = graph.row_to_node(row)
+        if cached:
+            cache.put_if_current(epoch, [(node_id, node, graph.node_size(row))])
+        return node
+
+    def get_nodes(self, ids: Iterable[int]) -> list[Node | None]:
+        """Nodes for ``ids`` in the same order (``None`` where missing).
+
+        Cache misses are fetched ``read_batch_size`` ids per statement.
+        """
+        ids = [check_node_id(i) for i in _as_list(ids, "ids")]
+        conn, cached = self._read_conn()
+        return self._load(conn, cached, ids)
+
+    def _load(self, conn: apsw.Connection, cached: bool, ids: Sequence[int]) -> list[Node | None]:
+        found: dict[int, Node] = {}
+        missing = ids
+        if cached:
+            cache = self._cache
+            epoch = cache.epoch
+            missing = []
+            for i in ids:
+                node = cache.get(i)
+                if node is None:
+                    missing.append(i)
+                else:
+                    found[i] = node
+        if missing:
+            unique = list(dict.fromkeys(missing))
+            with storage.translated_errors(self._path):
+                rows = graph.fetch_node_rows(conn, unique, self._read_batch)
+            fresh = []
+            for row in rows:
+                node = graph.row_to_node(row)
+                found[node.id] = node
+                fresh.append((node.id, node, graph.node_size(row)))
+            if cached and fresh:
+                cache.put_if_current(epoch, fresh)
+        return [found.get(i) for i in ids]
+
+    def find(self, name: str | None = None, *, qualname: str | None = None,
+             kind: NodeKind | str | int | Iterable | None = None, file: str | None = None,
+             prefix: bool = False, limit: int | None = 1000) -> list[Node]:
+        """Nodes matching every given criterion, ordered by qualname then id.
+
+        ``prefix=True`` matches ``name``/``qualname`` as prefixes. ``kind`` may be
+        one kind or several. At least one of name, qualname or file is required.
+        """
+        if name is None and qualname is None and file is None:
+            raise InvalidArgumentError("find needs a name, qualname or file")
+        where, params = [], []
+        for column, value in (("n.name", name), ("n.qualname", qualname)):
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise InvalidTypeError(f"{column[2:]} must be str, got {type(value).__name__}")
+            if not value:
+                raise InvalidArgumentError(f"{column[2:]} must not be empty")
+            if prefix:
+                where.append(f"{column} >= ? AND {column} < ?")
+                params += [value, value + "\U0010ffff"]
+            else:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if file is not None:
+            where.append("f.path = ?")
+            params.append(check_path(file))
+        kinds = graph.parse_kinds(kind, NodeKind)
+        if kinds is not None:
+            where.append("n.kind IN (SELECT value FROM json_each(?))")
+            params.append(_json(kinds))
+        if limit is not None:
+            if type(limit) is not int or limit <= 0:
+                raise InvalidArgumentError(f"limit must be a positive int, got {limit!r}")
+        sql = (f"SELECT {graph.NODE_COLUMNS} FROM {graph.NODE_FROM} WHERE {' AND '.join(where)}"
+               " ORDER BY n.qualname, n.id" + (" LIMIT ?" if limit is not None else ""))
+        if limit is not None:
+            params.append(limit)
+        conn, _ = self._read_conn()
+        with storage.translated_errors(self._path):
+            return [graph.row_to_node(r) for r in conn.execute(sql, params)]
+
+    def at(self, file: str, line: int) -> Node | None:
+        """The innermost node of ``file`` whose line range contains ``line``."""
+        file = check_path(file)
+        if type(line) is not int:
+            raise InvalidTypeError(f"line must be int, got {type(line).__name__}")
+        if line < 1:
+            raise InvalidArgumentError(f"line must be >= 1, got {line}")
+        conn, _ = self._read_conn()
+        with storage.translated_errors(self._path):
+            row = conn.execute(graph.SQL["file_id"], (file,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"no file {file!r} in the store")
+            hit = conn.execute(graph.SQL["at"], (row[0], line, line)).fetchone()
+        return None if hit is None else graph.row_to_node(hit)
+
+    def neighbors(self, node_id: int, direction: str = "out",
+                  kinds: EdgeKind | str | int | Iterable | None = None) -> list[Node]:
+        """Nodes one edge away: ``out`` (node -> x), ``in`` (x -> node) or ``both``.
+
+        ``kinds`` restricts the edge kinds. Sorted by id.
+        """
+        node_id = check_node_id(node_id)
+        _check_direction(direction)
+        kinds = graph.parse_kinds(kinds)
+        conn, cached = self._read_conn()
+        with storage.translated_errors(self._path):
+            ids = graph.neighbor_ids(conn, node_id, direction, kinds)
+        nodes = [n for n in self._load(conn, cached, ids) if n is not None]
+        if self._prefetcher is not None and nodes:
+            self._prefetcher.request(ids, direction, kinds)
+        return nodes
+
+    def callers(self, node_id: int) -> list[Node]:
+        """Nodes with a ``calls`` edge into ``node_id``."""
+        return self.neighbors(node_id, "in", EdgeKind.CALLS)
+
+    def callees(self, node_id: int) -> list[Node]:
+        """Nodes that ``node_id`` has a ``calls`` edge to."""
+        return self.neighbors(node_id, "out", EdgeKind.CALLS)
+
+    def edges_of(self, node_id: int, direction: str = "out") -> list[Edge]:
+        """The edges leaving (``out``) or entering (``in``) a node, with metadata."""
+        node_id = check_node_id(node_id)
+        if direction not in ("out", "in"):
+            raise InvalidArgumentError(f"direction must be 'out' or 'in', got {direction!r}")
+        conn, _ = self._read_conn()
+        with storage.translated_errors(self._path):
+            return [graph.row_to_edge(r) for r in conn.execute(graph.SQL["edges_of_" + direction],
+                                                               (node_id,))]
+
+    def traverse(self, start: int, direction: str = "out",
+                 kinds: EdgeKind | str | int | Iterable | None = None,
+                 depth: int | None = 2) -> list[tuple[Node, int]]:
+        """Breadth-first walk: ``(node, distance)`` for every node within ``depth`` hops.
+
+        One statement per level, not per node. ``depth=None`` walks until nothing
+        new is reached. Ordered by distance, then id; ``start`` is not included.
+        """
+        start = check_node_id(start)
+        _check_direction(direction)
+        _check_depth(depth)
+        kinds = graph.parse_kinds(kinds)
+        conn, cached = self._read_conn()
+        with storage.translated_errors(self._path):
+            levels = graph.bfs_levels(conn, start, direction, kinds, depth)
+        order = sorted(levels, key=lambda i: (levels[i], i))
+        nodes = self._load(conn, cached, order)
+        return [(n, levels[n.id]) for n in nodes if n is not None]
+
+    def impact(self, node_id: int, depth: int | None = None) -> list[tuple[Node, int]]:
+        """What may break if ``node_id`` changes: its callers, subclasses, importers and
+        referrers, transitively (reverse closure over dependency edges)."""
+        return self.traverse(node_id, "in", DEPENDENCY_KINDS, depth)
+
+    def path(self, src: int, dst: int, kinds: EdgeKind | str | int | Iterable | None = None,
+             direction: str = "out", max_depth: int | None = None) -> list[Node] | None:
+        """A shortest path from ``src`` to ``dst`` as a list of nodes, or ``None``."""
+        src, dst = check_node_id(src), check_node_id(dst)
+        _check_direction(direction)
+        _check_depth(max_depth)
+        kinds = graph.parse_kinds(kinds)
+        conn, cached = self._read_conn()
+        missing = [i for i, n in zip((src, dst), self._load(conn, cached, [src, dst])) if n is None]
+        if missing:
+            raise NotFoundError(f"no node with id {missing[0]}")
+        with storage.translated_errors(self._path):
+            ids = graph.shortest_path(conn, src, dst, direction, kinds, max_depth)
+        return None if ids is None else self._load(conn, cached, ids)
+
+    def iter_nodes(self, page: int = 1000) -> Iterator[Node]:
+        """Every node in id order, read one page per statement."""
+        for row in graph.iter_node_rows(self._conn_for_iteration, page):
+            yield graph.row_to_node(row)
+
+    def iter_edges(self, page: int = 1000) -> Iterator[Edge]:
+        """Every edge in ``(src, kind, dst)`` order, read one page per statement."""
+        for row in graph.iter_edge_rows(self._conn_for_iteration, page):
+            yield graph.row_to_edge(row)
+
+    def files(self) -> list:
+        """Every file row (path, language, module, hash, size, parse error, node count)."""
+        from .model import FileInfo
+        conn, _ = self._read_conn()
+        sql = ("SELECT f.path, f.language, f.module, f.content_hash, f.size, f.parse_error,"
+               " (SELECT count(*) FROM nodes WHERE file_id = f.id) FROM files AS f ORDER BY f.path")
+        with storage.translated_errors(self._path):
+            return [FileInfo(*r) for r in conn.execute(sql)]
+
+    # ------------------------------------------------------------- maintenance
+
+    def stats(self) -> dict[str, Any]:
+        """Counts of files, nodes and edges (also per kind, by name) and file sizes."""
+        conn, _ = self._read_conn()
+        with storage.translated_errors(self._path):
+            files = conn.execute("SELECT count(*), count(parse_error) FROM files").fetchone()
+            by_node = dict(conn.execute(
+                "SELECT k.name, count(n.id) FROM node_kinds AS k LEFT JOIN nodes AS n"
+                " ON n.kind = k.code GROUP BY k.code ORDER BY k.code").fetchall())
+            by_edge = dict(conn.execute(
+                "SELECT k.name, (SELECT count(*) FROM edges WHERE kind = k.code)"
+                " FROM edge_kinds AS k ORDER BY k.code").fetchall())
+            unresolved = conn.execute("SELECT count(*) FROM refs WHERE dst IS NULL").fetchone()[0]
+            version = conn.pragma("user_version")
+        size = os.path.getsize(self._path)
+        wal = self._path + "-wal"
+        return {
+            "path": self._path,
+            "schema_version": version,
+            "files": files[0],
+            "files_with_errors": files[1],
+            "nodes": sum(by_node.values()),
+            "edges": sum(by_edge.values()),
+            "nodes_by_kind": by_node,
+            "edges_by_kind": by_edge,
+            "unresolved_refs": unresolved,
+            "file_bytes": size,
+            "wal_bytes": os.path.getsize(wal) if os.path.exists(wal) else 0,
+            "cache": None if self._cache is None else {
+                "entries": len(self._cache), "bytes": self._cache.bytes,
+                "hits": self._cache.hits, "misses": self._cache.misses},
+        }
+
+    def check(self, full: bool = True) -> "CheckReport":
+        """SQLite's integrity check plus the store's own consistency checks.
+
+        ``full=False`` runs SQLite's quick check and skips decoding every metadata
+        record. Never raises for damage it finds: it reports it.
+        """
+        from .checks import run_checks
+        conn, _ = self._read_conn()
+        return run_checks(conn, self._path, full)
+
+    def compact(self) -> None:
+        """Rebuild the file without free pages and truncate the WAL."""
+        self._check_open()
+        if self._readonly:
+            raise ReadOnlyError(f"{self._path}: the store was opened read-only")
+        with self._write_lock:
+            if self._txn is not None:
+                raise TransactionError("compact() cannot run inside a transaction")
+            with storage.translated_errors(self._path):
+                self._writer.execute("PRAGMA optimize")
+                self._writer.execute("VACUUM")
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _as_list(items: Any, what: str) -> list:
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise InvalidTypeError(f"{what} must be an iterable of items, got {type(items).__name__}")
+    return list(items)
+
+
+def _check_direction(direction: str) -> None:
+    if direction not in DIRECTIONS:
+        raise InvalidArgumentError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+def _check_depth(depth: int | None) -> None:
+    if depth is not None and (type(depth) is not int or depth < 1):
+        raise InvalidArgumentError(f"depth must be a positive int or None, got {depth!r}")
+
+
+def _json(values: list[int]) -> str:
+    import json
+    return json.dumps(values)
+
+
+

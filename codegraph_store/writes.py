@@ -1,0 +1,147 @@
+"""The write buffer of a transaction: rows queued in order, flushed with executemany.
+
+Operations are kept as an ordered list of segments (consecutive operations of
+one kind share a segment), so a flush replays them in exactly the order they
+were made: add, delete and re-add of the same node end as a re-add.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import apsw
+
+from . import codec
+from .errors import CorruptStoreError, DanglingEdgeError
+from .model import Edge, Node
+
+# Upserts are ON CONFLICT DO UPDATE, never INSERT OR REPLACE: REPLACE deletes the
+# old row, and the foreign-key cascade would silently drop the node's edges.
+SQL = {
+    "upsert_node": (
+        "INSERT INTO nodes (id, kind, name, qualname, file_id, start_line, start_col, end_line,"
+        " end_col, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,"
+        " qualname = excluded.qualname, file_id = excluded.file_id,"
+        " start_line = excluded.start_line, start_col = excluded.start_col,"
+        " end_line = excluded.end_line, end_col = excluded.end_col, metadata = excluded.metadata"),
+    "insert_node": (
+        "INSERT INTO nodes (id, kind, name, qualname, file_id, start_line, start_col, end_line,"
+        " end_col, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    "upsert_edge": (
+        "INSERT INTO edges (src, kind, dst, metadata) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (src, kind, dst) DO UPDATE SET metadata = excluded.metadata"),
+    "insert_edge": "INSERT OR IGNORE INTO edges (src, kind, dst, metadata) VALUES (?, ?, ?, ?)",
+    "delete_node": "DELETE FROM nodes WHERE id = ?",
+    "delete_edge": "DELETE FROM edges WHERE src = ? AND kind = ? AND dst = ?",
+}
+
+
+class WriteBuffer:
+    """Queued writes of one transaction on the writer connection."""
+
+    def __init__(self, conn: apsw.Connection, capacity: int, batching: bool,
+                 compression_threshold: int | None):
+        self._conn = conn
+        self._capacity = capacity if batching else 1
+        self._compression_threshold = compression_threshold
+        self._segments: list[tuple[str, list[tuple]]] = []
+        self._pending = 0
+        self._file_ids: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self._pending
+
+    def _queue(self, op: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        if self._segments and self._segments[-1][0] == op:
+            self._segments[-1][1].extend(rows)
+        else:
+            self._segments.append((op, rows))
+        self._pending += len(rows)
+        if self._pending >= self._capacity:
+            self.flush()
+
+    def file_id(self, path: str | None) -> int | None:
+        """The files row for ``path``, created on first use within this transaction."""
+        if path is None:
+            return None
+        fid = self._file_ids.get(path)
+        if fid is None:
+            row = self._conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
+            if row is None:
+                language = "python" if path.endswith((".py", ".pyi")) else None
+                row = self._conn.execute(
+                    "INSERT INTO files (path, language) VALUES (?, ?) RETURNING id",
+                    (path, language)).fetchone()
+            fid = self._file_ids[path] = row[0]
+        return fid
+
+    def add_nodes(self, nodes: list[Node], op: str = "upsert_node") -> None:
+        threshold = self._compression_threshold
+        file_id = self.file_id
+        encode = codec.encode
+        rows = [(n.id, int(n.kind), n.name, n.qualname, file_id(n.file), n.start_line,
+                 n.start_col, n.end_line, n.end_col,
+                 None if n.metadata is None else encode(n.metadata, threshold))
+                for n in nodes]
+        self._queue(op, rows)
+
+    def add_node_rows(self, rows: list[tuple], op: str = "upsert_node") -> None:
+        """Rows already in table order with encoded metadata (the indexer's path)."""
+        self._queue(op, rows)
+
+    def add_edges(self, edges: list[Edge], op: str = "upsert_edge") -> None:
+        threshold = self._compression_threshold
+        encode = codec.encode
+        rows = [(e.src, int(e.kind), e.dst,
+                 None if e.metadata is None else encode(e.metadata, threshold)) for e in edges]
+        self._queue(op, rows)
+
+    def add_edge_rows(self, rows: list[tuple], op: str = "upsert_edge") -> None:
+        self._queue(op, rows)
+
+    def delete_nodes(self, ids: Iterable[int]) -> None:
+        self._queue("delete_node", [(i,) for i in ids])
+
+    def delete_edges(self, triples: Iterable[tuple[int, int, int]]) -> None:
+        self._queue("delete_edge", [tuple(t) for t in triples])
+
+    def flush(self) -> None:
+        """Execute every queued operation, in order, on the writer connection."""
+        conn = self._conn
+        segments, self._segments, self._pending = self._segments, [], 0
+        for op, rows in segments:
+            sql = SQL[op]
+            if len(rows) == 1:
+                conn.execute(sql, rows[0])
+            else:
+                conn.executemany(sql, rows)
+
+    def discard(self) -> None:
+        """Forget queued operations (on rollback) and the file ids of this transaction."""
+        self._segments, self._pending = [], 0
+        self._file_ids.clear()
+
+
+def dangling_edges(conn: apsw.Connection, limit: int = 5) -> list[tuple[int, int, int]]:
+    """Edges whose endpoints are missing, looked up after a deferred foreign-key failure."""
+    rows = conn.execute(
+        "SELECT src, kind, dst FROM edges AS e"
+        " WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.src)"
+        " OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.dst) LIMIT ?", (limit,)).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def raise_for_commit_failure(conn: apsw.Connection, error: Exception) -> None:
+    """Turn a failed COMMIT into the most specific typed error."""
+    if isinstance(error, apsw.ConstraintError) and "FOREIGN KEY" in str(error):
+        edges = dangling_edges(conn)
+        if edges:
+            shown = ", ".join(f"{s} -[{k}]-> {d}" for s, k, d in edges)
+            raise DanglingEdgeError(f"edges refer to nodes that do not exist: {shown}", edges) from None
+        raise DanglingEdgeError(f"a reference names a node that does not exist ({error})") from None
+    if isinstance(error, apsw.CorruptError):
+        raise CorruptStoreError(str(error)) from error
+    raise error

@@ -1,0 +1,1 @@
+"""Default configuration, shipped inside the package as codegraph_store.defaults."""

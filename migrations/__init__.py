@@ -1,0 +1,1 @@
+"""Schema migrations, shipped inside the package as codegraph_store.migrations."""
