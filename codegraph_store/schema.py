@@ -74,3 +74,10 @@ def migrate(conn: apsw.Connection, path: str) -> int:
             conn.execute("ROLLBACK")
         raise
     return current
+
+
+def secondary_indexes(conn: apsw.Connection) -> list[tuple[str, str]]:
+    """``(name, CREATE INDEX sql)`` of every index the schema declares explicitly."""
+    return [tuple(r) for r in conn.execute(
+        "SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL"
+        " AND name NOT LIKE 'sqlite_%' ORDER BY name")]

@@ -25,15 +25,38 @@ SQL = {
         " qualname = excluded.qualname, file_id = excluded.file_id,"
         " start_line = excluded.start_line, start_col = excluded.start_col,"
         " end_line = excluded.end_line, end_col = excluded.end_col, metadata = excluded.metadata"),
-    "insert_node": (
-        "INSERT INTO nodes (id, kind, name, qualname, file_id, start_line, start_col, end_line,"
-        " end_col, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
     "upsert_edge": (
         "INSERT INTO edges (src, kind, dst, metadata) VALUES (?, ?, ?, ?)"
         " ON CONFLICT (src, kind, dst) DO UPDATE SET metadata = excluded.metadata"),
-    "insert_edge": "INSERT OR IGNORE INTO edges (src, kind, dst, metadata) VALUES (?, ?, ?, ?)",
     "delete_node": "DELETE FROM nodes WHERE id = ?",
     "delete_edge": "DELETE FROM edges WHERE src = ? AND kind = ? AND dst = ?",
+}
+
+# Bulk loads append upserts to unindexed staging tables and merge them in key
+# order: inserting into a B-tree in key order touches each page once, where
+# random 63-bit ids would touch a random page per row. Later rows win, as they
+# would in the same upserts made one by one.
+STAGING = {
+    "upsert_node": ("stage_nodes", "INSERT INTO temp.stage_nodes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    "upsert_edge": ("stage_edges", "INSERT INTO temp.stage_edges VALUES (?, ?, ?, ?)"),
+}
+STAGING_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS stage_nodes (id, kind, name, qualname, file_id, start_line,"
+    " start_col, end_line, end_col, metadata)",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_edges (src, kind, dst, metadata)",
+)
+MERGE = {
+    "stage_nodes": (
+        "INSERT INTO nodes SELECT id, kind, name, qualname, file_id, start_line, start_col, end_line,"
+        " end_col, metadata FROM temp.stage_nodes WHERE true ORDER BY id, rowid"
+        " ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name,"
+        " qualname = excluded.qualname, file_id = excluded.file_id,"
+        " start_line = excluded.start_line, start_col = excluded.start_col,"
+        " end_line = excluded.end_line, end_col = excluded.end_col, metadata = excluded.metadata"),
+    "stage_edges": (
+        "INSERT INTO edges SELECT src, kind, dst, metadata FROM temp.stage_edges WHERE true"
+        " ORDER BY src, kind, dst, rowid"
+        " ON CONFLICT (src, kind, dst) DO UPDATE SET metadata = excluded.metadata"),
 }
 
 
@@ -41,13 +64,18 @@ class WriteBuffer:
     """Queued writes of one transaction on the writer connection."""
 
     def __init__(self, conn: apsw.Connection, capacity: int, batching: bool,
-                 compression_threshold: int | None):
+                 compression_threshold: int | None, bulk: bool = False):
         self._conn = conn
         self._capacity = capacity if batching else 1
         self._compression_threshold = compression_threshold
         self._segments: list[tuple[str, list[tuple]]] = []
         self._pending = 0
         self._file_ids: dict[str, int] = {}
+        self._bulk = bulk
+        self._staged: set[str] = set()
+        if bulk:
+            for ddl in STAGING_DDL:
+                conn.execute(ddl)
 
     def __len__(self) -> int:
         return self._pending
@@ -61,7 +89,7 @@ class WriteBuffer:
             self._segments.append((op, rows))
         self._pending += len(rows)
         if self._pending >= self._capacity:
-            self.flush()
+            self.flush(merge=False)
 
     def file_id(self, path: str | None) -> int | None:
         """The files row for ``path``, created on first use within this transaction."""
@@ -78,7 +106,7 @@ class WriteBuffer:
             fid = self._file_ids[path] = row[0]
         return fid
 
-    def add_nodes(self, nodes: list[Node], op: str = "upsert_node") -> None:
+    def add_nodes(self, nodes: list[Node]) -> None:
         threshold = self._compression_threshold
         file_id = self.file_id
         encode = codec.encode
@@ -86,21 +114,21 @@ class WriteBuffer:
                  n.start_col, n.end_line, n.end_col,
                  None if n.metadata is None else encode(n.metadata, threshold))
                 for n in nodes]
-        self._queue(op, rows)
+        self._queue("upsert_node", rows)
 
-    def add_node_rows(self, rows: list[tuple], op: str = "upsert_node") -> None:
+    def add_node_rows(self, rows: list[tuple]) -> None:
         """Rows already in table order with encoded metadata (the indexer's path)."""
-        self._queue(op, rows)
+        self._queue("upsert_node", rows)
 
-    def add_edges(self, edges: list[Edge], op: str = "upsert_edge") -> None:
+    def add_edges(self, edges: list[Edge]) -> None:
         threshold = self._compression_threshold
         encode = codec.encode
         rows = [(e.src, int(e.kind), e.dst,
                  None if e.metadata is None else encode(e.metadata, threshold)) for e in edges]
-        self._queue(op, rows)
+        self._queue("upsert_edge", rows)
 
-    def add_edge_rows(self, rows: list[tuple], op: str = "upsert_edge") -> None:
-        self._queue(op, rows)
+    def add_edge_rows(self, rows: list[tuple]) -> None:
+        self._queue("upsert_edge", rows)
 
     def delete_nodes(self, ids: Iterable[int]) -> None:
         self._queue("delete_node", [(i,) for i in ids])
@@ -108,21 +136,41 @@ class WriteBuffer:
     def delete_edges(self, triples: Iterable[tuple[int, int, int]]) -> None:
         self._queue("delete_edge", [tuple(t) for t in triples])
 
-    def flush(self) -> None:
-        """Execute every queued operation, in order, on the writer connection."""
+    def flush(self, merge: bool = True) -> None:
+        """Execute every queued operation, in order, on the writer connection.
+
+        In a bulk load, upserts go to the staging tables; ``merge=True`` (what
+        reads and commits need) also moves staged rows into the real tables.
+        """
         conn = self._conn
         segments, self._segments, self._pending = self._segments, [], 0
         for op, rows in segments:
-            sql = SQL[op]
+            if self._bulk and op in STAGING:
+                table, sql = STAGING[op]
+                self._staged.add(table)
+            else:
+                self._merge_staged()
+                sql = SQL[op]
             if len(rows) == 1:
                 conn.execute(sql, rows[0])
             else:
                 conn.executemany(sql, rows)
+        if merge:
+            self._merge_staged()
+
+    def _merge_staged(self) -> None:
+        # Nodes first: staged edges may point at staged nodes.
+        for table in ("stage_nodes", "stage_edges"):
+            if table in self._staged:
+                self._conn.execute(MERGE[table])
+                self._conn.execute(f"DELETE FROM temp.{table}")
+                self._staged.discard(table)
 
     def discard(self) -> None:
         """Forget queued operations (on rollback) and the file ids of this transaction."""
         self._segments, self._pending = [], 0
         self._file_ids.clear()
+        self._staged.clear()
 
 
 def dangling_edges(conn: apsw.Connection, limit: int = 5) -> list[tuple[int, int, int]]:
