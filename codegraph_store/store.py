@@ -660,6 +660,22 @@ class Store:
         conn, _ = self._read_conn()
         return run_checks(conn, self._path, full)
 
+    def repair(self) -> None:
+        """Rebuild everything derivable from the rows: every index (REINDEX) and the
+        query planner's statistics. Damaged table rows cannot be rebuilt; check()
+        still reports them afterwards."""
+        self._check_open()
+        if self._readonly:
+            raise ReadOnlyError(f"{self._path}: the store was opened read-only")
+        with self._write_lock:
+            if self._txn is not None:
+                raise TransactionError("repair() cannot run inside a transaction")
+            with storage.translated_errors(self._path):
+                self._writer.execute("REINDEX")
+                self._writer.execute("ANALYZE")
+        if self._cache is not None:
+            self._cache.clear()
+
     def compact(self) -> None:
         """Rebuild the file without free pages and truncate the WAL."""
         self._check_open()
