@@ -231,13 +231,23 @@ class _Writer:
         lookup.finish()
         ref_rows, hop_rows, edge_rows = [], [], set()
         resolved = 0
-        for src, kind, target in self.refs:
-            dst, hops = resolve.resolve(target, kind, lookup)
-            ref_rows.append((src, kind, target, dst))
-            hop_rows.extend((src, kind, target, h) for h in hops)
-            if dst is not None:
-                resolved += 1
-                edge_rows.add((src, kind, dst, None))
+        # Bases first: resolving a member through a class looks at its bases.
+        inherits = [r for r in self.refs if r[1] == resolve.INHERITS]
+        others = [r for r in self.refs if r[1] != resolve.INHERITS]
+        qualname_of = {node_id: qualname for qualname, _l, node_id, _k in self.nodes_for_lookup}
+        bases: dict[int, list] = {}
+        for phase in (inherits, others):
+            for src, kind, target in phase:
+                dst, hops = resolve.resolve(target, kind, lookup)
+                ref_rows.append((src, kind, target, dst))
+                hop_rows.extend((src, kind, target, h) for h in hops)
+                if dst is not None:
+                    resolved += 1
+                    edge_rows.add((src, kind, dst, None))
+                if kind == resolve.INHERITS:
+                    bases.setdefault(src, []).append((target, hops, qualname_of.get(dst)))
+            for class_id, class_bases in bases.items():
+                lookup.set_bases(class_id, class_bases)
         store._execmany("INSERT OR IGNORE INTO refs (src, kind, target, dst) VALUES (?, ?, ?, ?)",
                         sorted(ref_rows))
         store._execmany("INSERT OR IGNORE INTO ref_hops (src, kind, target, hop) VALUES (?, ?, ?, ?)",
@@ -254,35 +264,42 @@ class _Writer:
         conn = store._writer
         affected = resolve.affected_refs(conn, changed_modules)
         affected.update(self.refs)
-        lookup = resolve.SqlLookup(conn)
         resolved = 0
-        for src, kind, target in sorted(affected):
-            key = (src, kind, target)
-            row = conn.execute("SELECT dst FROM refs WHERE src = ? AND kind = ? AND target = ?",
-                               key).fetchone()
-            if row is None:
-                continue
-            old = row[0]
-            new, hops = resolve.resolve(target, kind, lookup)
-            conn.execute("DELETE FROM ref_hops WHERE src = ? AND kind = ? AND target = ?", key)
-            if hops:
-                conn.executemany("INSERT OR IGNORE INTO ref_hops VALUES (?, ?, ?, ?)",
-                                 [key + (h,) for h in hops])
-            if new is not None:
-                resolved += 1
-            if new != old:
-                conn.execute("UPDATE refs SET dst = ? WHERE src = ? AND kind = ? AND target = ?",
-                             (new,) + key)
-                if old is not None:
-                    # The edge stays while another ref of the same node still supports it.
-                    conn.execute(
-                        "DELETE FROM edges WHERE src = ? AND kind = ? AND dst = ? AND NOT EXISTS"
-                        " (SELECT 1 FROM refs WHERE src = ? AND kind = ? AND dst = ?)",
-                        (src, kind, old, src, kind, old))
-            if new is not None:
-                conn.execute("INSERT OR IGNORE INTO edges (src, kind, dst) VALUES (?, ?, ?)",
-                             (src, kind, new))
+        # Bases first, and a fresh lookup after them: members resolve through bases.
+        for phase in (sorted(r for r in affected if r[1] == resolve.INHERITS),
+                      sorted(r for r in affected if r[1] != resolve.INHERITS)):
+            lookup = resolve.SqlLookup(conn)
+            for key in phase:
+                resolved += self._re_resolve(conn, key, lookup)
         return resolved
+
+    @staticmethod
+    def _re_resolve(conn, key: tuple[int, int, str], lookup: resolve.Lookup) -> int:
+        """Resolve one stored ref again and move its edge; 1 if it resolves."""
+        src, kind, target = key
+        row = conn.execute("SELECT dst FROM refs WHERE src = ? AND kind = ? AND target = ?",
+                           key).fetchone()
+        if row is None:
+            return 0
+        old = row[0]
+        new, hops = resolve.resolve(target, kind, lookup)
+        conn.execute("DELETE FROM ref_hops WHERE src = ? AND kind = ? AND target = ?", key)
+        if hops:
+            conn.executemany("INSERT OR IGNORE INTO ref_hops VALUES (?, ?, ?, ?)",
+                             [key + (h,) for h in hops])
+        if new != old:
+            conn.execute("UPDATE refs SET dst = ? WHERE src = ? AND kind = ? AND target = ?",
+                         (new,) + key)
+            if old is not None:
+                # The edge stays while another ref of the same node still supports it.
+                conn.execute(
+                    "DELETE FROM edges WHERE src = ? AND kind = ? AND dst = ? AND NOT EXISTS"
+                    " (SELECT 1 FROM refs WHERE src = ? AND kind = ? AND dst = ?)",
+                    (src, kind, old, src, kind, old))
+        if new is None:
+            return 0
+        conn.execute("INSERT OR IGNORE INTO edges (src, kind, dst) VALUES (?, ?, ?)", (src, kind, new))
+        return 1
 
 
 def index_tree(store: Store, root: str, *, jobs: int | None = None,

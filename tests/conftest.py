@@ -1,0 +1,57 @@
+"""Shared fixtures of the codegraph_store tests.
+
+* ``store_path``: where a test's store file lives (inside ``tmp_path``).
+* ``store``: a :class:`Store` opened on ``store_path`` with the default config,
+  closed after the test.
+* ``open_store``: ``open_store(path=None, **kwargs)`` opens further stores (other
+  configs, read-only, a second handle on the same file); all are closed after
+  the test.
+* ``make_node``: builds a node with :meth:`Node.new` and test-friendly defaults.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from codegraph_store import Node, Store
+
+
+def build_node(name: str, kind="function", *, file: str | None = "mod.py", start_line: int = 1,
+               end_line: int | None = None, qualname: str | None = None, metadata=None,
+               **kwargs) -> Node:
+    """``Node.new`` with defaults: a function ``name`` in ``mod.py`` at line 1.
+
+    The id is ``stable_node_id(file, qualname)``, so distinct (file, qualname)
+    pairs give distinct nodes and rebuilding the same pair replaces the node.
+    """
+    return Node.new(kind, name, qualname=qualname, file=file, start_line=start_line,
+                    end_line=end_line, metadata=metadata, **kwargs)
+
+
+@pytest.fixture
+def make_node():
+    return build_node
+
+
+@pytest.fixture
+def store_path(tmp_path):
+    return tmp_path / "test.cgdb"
+
+
+@pytest.fixture
+def open_store(store_path):
+    opened: list[Store] = []
+
+    def _open(path=None, **kwargs) -> Store:
+        s = Store.open(store_path if path is None else path, **kwargs)
+        opened.append(s)
+        return s
+
+    yield _open
+    for s in reversed(opened):
+        s.close()
+
+
+@pytest.fixture
+def store(open_store):
+    return open_store()
