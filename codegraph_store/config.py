@@ -33,6 +33,13 @@ def _fraction(instance, attribute, value):
         raise ConfigError(f"{attribute.name} must be in (0, 1], got {value}")
 
 
+def _one_of(*choices: str):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise ConfigError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+    return check
+
+
 def _pair(instance, attribute, value):
     if len(value) != 2:
         raise ConfigError(f"{attribute.name} must be [baseline, target], got {list(value)}")
@@ -51,6 +58,7 @@ class PerformanceTargets:
 @attrs.frozen
 class MemoryOptimization:
     embedding_pool_size: int = attrs.field(validator=_positive)
+    embedding_pool_dtype: str = attrs.field(validator=_one_of("float32", "float16", "int8"))
     compact_cache_size: int = attrs.field(validator=_positive)
     cache_max_bytes: int = attrs.field(validator=_positive)
     memory_pressure_threshold: float = attrs.field(validator=_fraction)
@@ -103,6 +111,10 @@ def _coerce(section: str, field: attrs.Attribute, value: Any) -> Any:
     if annotation == "bool":
         if type(value) is not bool:
             raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if annotation == "str":
+        if type(value) is not str:
+            raise ConfigError(f"{name} must be a string, got {value!r}")
         return value
     if annotation == "int":
         if type(value) is not int:

@@ -382,7 +382,8 @@ def _float_matrix(values: Any, name: str, allow_1d: bool = False) -> np.ndarray:
            raising=InvalidTypeError)
     ensure(arr.ndim == 2 or (allow_1d and arr.ndim == 1),
            f"{name} must be {'1-D or ' if allow_1d else ''}2-D, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
     ensure(bool(np.isfinite(arr).all()), f"{name} contains NaN or inf (or overflows float32)")
     return arr
 
@@ -417,7 +418,8 @@ def _prepare(pool, n, dim, dtype, queries, metric, scales, norms, allow, stride,
            raising=InvalidTypeError)
     ensure(q.ndim in (1, 2), f"queries must be 1-D or 2-D, got shape {q.shape}")
     single = q.ndim == 1
-    q = np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow -> inf -> refused below
+        q = np.ascontiguousarray(q.reshape(1, -1) if single else q, dtype=np.float32)
     ensure(q.shape[1] == dim, f"queries have {q.shape[1]} elements, dim is {dim}")
     ensure(bool(np.isfinite(q).all()), "queries contain NaN or inf (or overflow float32)")
 

@@ -103,13 +103,6 @@ def _set_cache(conn: apsw.Connection, cache_kib: int) -> None:
     conn.pragma("temp_store", "MEMORY")
 
 
-def _set_wal(conn: apsw.Connection, durability: str) -> None:
-    mode = conn.pragma("journal_mode", "wal")
-    if str(mode).lower() != "wal":
-        raise errors.StoreIOError(f"cannot switch the database to WAL mode (got {mode})")
-    conn.pragma("synchronous", DURABILITY[durability])
-
-
 def connect(path: str, *, readonly: bool, durability: str = "normal", cache_kib: int = 32768,
             create: bool = False) -> apsw.Connection:
     """Open one connection with every property of a store connection applied."""
@@ -128,14 +121,22 @@ def connect(path: str, *, readonly: bool, durability: str = "normal", cache_kib:
             _set_defensive(conn)
             _set_foreign_keys(conn)
             _set_cache(conn, cache_kib)
-            if not readonly:
-                _set_wal(conn, durability)
-            else:
+            if readonly:
                 conn.pragma("query_only", True)
+            else:
+                conn.pragma("synchronous", DURABILITY[durability])
         except BaseException:
             conn.close()
             raise
     return conn
+
+
+def enable_wal(conn: apsw.Connection) -> None:
+    """Switch the file to WAL. Done only once the file is known to be ours: it
+    rewrites the header, and a refused foreign file must be left untouched."""
+    mode = conn.pragma("journal_mode", "wal")
+    if str(mode).lower() != "wal":
+        raise errors.StoreIOError(f"cannot switch the database to WAL mode (got {mode})")
 
 
 def data_version(conn: apsw.Connection) -> int:

@@ -21,7 +21,8 @@ import apsw
 from . import graph, schema, storage
 from .cache import LRUCache
 from .config import Config
-from .errors import (CorruptStoreError, InvalidArgumentError, InvalidTypeError, NotAStoreError,
+from .embeddings import Embeddings, check_vectors
+from .errors import (CodegraphError, CorruptStoreError, InvalidArgumentError, InvalidTypeError, NotAStoreError,
                      NotFoundError, ReadOnlyError, StoreClosedError, TransactionError)
 from .kinds import EdgeKind, NodeKind
 from .model import (Edge, Node, check_node_id, check_path, validate_edge, validate_node)
@@ -90,11 +91,15 @@ class Store:
                 self._writer = storage.connect(path, readonly=False, durability=durability,
                                                cache_kib=self._cache_kib, create=True)
                 with storage.translated_errors(path):
-                    if schema.inspect(self._writer, path) < schema.latest_version():
+                    version = schema.inspect(self._writer, path)
+                    storage.enable_wal(self._writer)
+                    if version < schema.latest_version():
                         schema.migrate(self._writer, path)
             except BaseException:
                 self.close()
                 raise
+        self._embeddings = Embeddings(path, not readonly, mem.embedding_pool_dtype,
+                                      mem.embedding_pool_size, mem.arena_chunk_size)
         if io.enable_prefetch and io.prefetch_depth > 0 and self._cache is not None:
             from .prefetch import Prefetcher
             self._prefetcher = Prefetcher(self, io.prefetch_depth)
@@ -156,8 +161,11 @@ class Store:
         if self._closed:
             return
         self._closed = True
+        self._txn = None  # close() rolls back; the transaction's block raises on exit
         if self._prefetcher is not None:
             self._prefetcher.stop()
+        if hasattr(self, "_embeddings"):
+            self._embeddings.close()
         with self._readers_lock:
             readers, self._readers = self._readers, []
         for conn in readers:
@@ -190,6 +198,11 @@ class Store:
             if self._cache is not None:
                 self._cache.clear()
         return conn
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self._readonly:
+            raise ReadOnlyError(f"{self._path}: the store was opened read-only")
 
     def _in_own_transaction(self) -> bool:
         txn = self._txn
@@ -300,6 +313,8 @@ class Store:
                 yield
             except BaseException:
                 txn.depth -= 1
+                if self._closed:
+                    raise
                 if outer:
                     self._rollback()
                 else:
@@ -309,6 +324,9 @@ class Store:
                         self._writer.execute(f"RELEASE sp{txn.depth + 1}")
                 raise
             txn.depth -= 1
+            if self._closed:
+                raise StoreClosedError(
+                    f"{self._path}: the store was closed inside a transaction; nothing was committed")
             if outer:
                 self._commit()
             else:
@@ -333,9 +351,17 @@ class Store:
         self._txn = None
         if self._cache is not None:
             self._cache.clear()
+        try:
+            with storage.translated_errors(self._path):
+                self._embeddings.after_commit(self._writer)
+        except (OSError, CodegraphError):
+            # The commit stands; the pool stays behind and is caught up (or the
+            # error reported) by the next search.
+            pass
 
     def _rollback(self) -> None:
         txn, self._txn = self._txn, None
+        self._embeddings.forget_touched()
         if txn is not None:
             txn.buffer.discard()
         with contextlib.suppress(apsw.Error):
@@ -362,6 +388,7 @@ class Store:
 
         Every node is validated before anything is written. Returns the count.
         """
+        self._check_writable()
         nodes = [validate_node(n) for n in _as_list(nodes, "nodes")]
         if nodes:
             with self._write() as buf:
@@ -374,6 +401,7 @@ class Store:
         Endpoints are checked when the transaction commits: a missing node makes
         the commit fail with :class:`DanglingEdgeError` and nothing is written.
         """
+        self._check_writable()
         edges = [validate_edge(e) for e in _as_list(edges, "edges")]
         if edges:
             with self._write() as buf:
@@ -382,6 +410,7 @@ class Store:
 
     def delete_nodes(self, ids: Iterable[int]) -> None:
         """Delete nodes by id with every edge touching them; unknown ids are ignored."""
+        self._check_writable()
         ids = [check_node_id(i) for i in _as_list(ids, "ids")]
         if ids:
             with self._write() as buf:
@@ -389,6 +418,7 @@ class Store:
 
     def delete_edges(self, edges: Iterable[Edge | tuple[int, Any, int]]) -> None:
         """Delete edges given as Edge or ``(src, kind, dst)``; absent ones are ignored."""
+        self._check_writable()
         triples = []
         for e in _as_list(edges, "edges"):
             src, kind, dst = (e.src, e.kind, e.dst) if isinstance(e, Edge) else e
@@ -599,11 +629,13 @@ class Store:
 
     def iter_nodes(self, page: int = 1000) -> Iterator[Node]:
         """Every node in id order, read one page per statement."""
+        _check_page(page)
         for row in graph.iter_node_rows(self._conn_for_iteration, page):
             yield graph.row_to_node(row)
 
     def iter_edges(self, page: int = 1000) -> Iterator[Edge]:
         """Every edge in ``(src, kind, dst)`` order, read one page per statement."""
+        _check_page(page)
         for row in graph.iter_edge_rows(self._conn_for_iteration, page):
             yield graph.row_to_edge(row)
 
@@ -615,6 +647,129 @@ class Store:
                " (SELECT count(*) FROM nodes WHERE file_id = f.id) FROM files AS f ORDER BY f.path")
         with storage.translated_errors(self._path):
             return [FileInfo(*r) for r in conn.execute(sql)]
+
+    # --------------------------------------------------------------- embeddings
+
+    def add_embeddings(self, node_ids: Iterable[int], vectors: Any, space: str,
+                       metric: str = "cosine") -> int:
+        """Store one vector per node in ``space`` (created on first use with the
+        vectors' dimension and ``metric``: cosine, dot or l2). Replaces a node's
+        existing vector. NaN/inf, a wrong dimension or an unknown node is an
+        error and nothing is written. Returns the count."""
+        self._check_writable()
+        ids = [check_node_id(i) for i in _as_list(node_ids, "node_ids")]
+        vecs = check_vectors(vectors, None)
+        if not ids:
+            return 0
+        with self._write() as buf:
+            buf.flush()
+            target = self._embeddings.ensure_space(self._writer, space, vecs.shape[1], metric)
+            check_vectors(vecs, target.dim)
+            self._embeddings.write(self._writer, target, ids, vecs)
+        return len(ids)
+
+    def delete_embeddings(self, node_ids: Iterable[int], space: str) -> None:
+        """Remove the vectors of these nodes from ``space`` (absent ones are ignored)."""
+        ids = [check_node_id(i) for i in _as_list(node_ids, "node_ids")]
+        with self._write() as buf:
+            buf.flush()
+            target = self._embeddings.space(self._writer, space)
+            self._embeddings.delete(self._writer, target, ids)
+
+    def get_embedding(self, node_id: int, space: str | None = None):
+        """The node's float32 vector in ``space`` (a numpy array), or None."""
+        import numpy as np
+        node_id = check_node_id(node_id)
+        conn, _ = self._read_conn()
+        with storage.translated_errors(self._path):
+            target = self._embeddings.space(conn, space)
+            row = conn.execute("SELECT vec FROM embeddings WHERE space_id = ? AND node_id = ?",
+                               (target.id, node_id)).fetchone()
+        return None if row is None else np.frombuffer(row[0], "<f4").copy()
+
+    def spaces(self) -> list[dict[str, Any]]:
+        """Every embedding space with its vector count and pool statistics."""
+        conn = self._search_conn()
+        with storage.translated_errors(self._path):
+            out = []
+            for space in self._embeddings.spaces(conn):
+                count = conn.execute("SELECT count(*) FROM embeddings WHERE space_id = ?",
+                                     (space.id,)).fetchone()[0]
+                pool = self._embeddings.pool(conn, space)
+                out.append({"name": space.name, "dim": space.dim, "metric": space.metric,
+                            "vectors": count, "pool": pool.stats()})
+        return out
+
+    def _search_conn(self) -> apsw.Connection:
+        """Searches read committed vectors through this thread's reader, even
+        inside a transaction (the pool only ever holds committed state)."""
+        self._check_open()
+        conn = self._reader()
+        state = self._reader_state
+        version = storage.data_version(conn)
+        if version != state.version:
+            state.version = version
+            if self._cache is not None:
+                self._cache.clear()
+        return conn
+
+    def search(self, query: Any, k: int = 10, space: str | None = None, kinds=None, files=None,
+               ids=None):
+        """The ``k`` nodes whose vectors are closest to ``query`` (exact scores).
+
+        ``query`` is one vector (returns a list of :class:`SearchHit`) or a matrix
+        of queries (returns one list per row), or a text when the space was made
+        by a built-in embedder. ``kinds``, ``files`` (paths, or directories ending
+        in '/') and ``ids`` restrict the candidates before the scan, so k hits
+        come back whenever k vectors match.
+        """
+        from .search import SearchHit, run_search
+        conn = self._search_conn()
+        single = True
+        with storage.translated_errors(self._path):
+            query, single = self._query_vectors(conn, query, space)
+            cpu = self.config.cpu_optimization
+            _space, results = run_search(
+                conn, self._embeddings, None, query, k, space, kinds, files, ids,
+                cpu.thread_pool_size, cpu.simd_threshold if cpu.enable_simd else 1 << 30)
+        out = []
+        for hits in results:
+            nodes = self._load(conn, self._cache is not None, [i for i, _ in hits])
+            out.append([SearchHit(n, s) for n, (_, s) in zip(nodes, hits) if n is not None])
+        return out[0] if single else out
+
+    def _query_vectors(self, conn: apsw.Connection, query: Any, space: str | None):
+        """Embed a text query with the space's built-in embedder; pass vectors through."""
+        import numpy as np
+        if isinstance(query, str):
+            from .embedders import embedder_for_space
+            target = self._embeddings.space(conn, space)
+            return embedder_for_space(target.name, target.dim).embed([query]), True
+        arr = np.asarray(query) if not isinstance(query, (bytes, dict)) else query
+        return query, getattr(arr, "ndim", 1) == 1
+
+    def context(self, query: Any, k: int = 5, hops: int = 1, budget: int = 12000,
+                space: str | None = None, kinds=None, files=None):
+        """Retrieval for a question: the ``k`` best vector hits expanded through the
+        graph (what they call, what calls them, what contains them) ``hops`` times,
+        with their source text, ranked and cut to ``budget`` characters."""
+        from .search import build_context, run_search
+        if type(hops) is not int or hops < 0:
+            raise InvalidArgumentError(f"hops must be an int >= 0, got {hops!r}")
+        if type(budget) is not int or budget < 1:
+            raise InvalidArgumentError(f"budget must be a positive int, got {budget!r}")
+        conn = self._search_conn()
+        with storage.translated_errors(self._path):
+            vectors, single = self._query_vectors(conn, query, space)
+            if not single:
+                raise InvalidArgumentError("context takes one query, not a matrix")
+            cpu = self.config.cpu_optimization
+            _space, results = run_search(
+                conn, self._embeddings, None, vectors, k, space, kinds, files, None,
+                cpu.thread_pool_size, cpu.simd_threshold if cpu.enable_simd else 1 << 30)
+            cached = self._cache is not None
+            return build_context(conn, lambda ids: self._load(conn, cached, ids), results[0], hops,
+                                 budget, query if isinstance(query, str) else None)
 
     # ------------------------------------------------------------- maintenance
 
@@ -677,10 +832,15 @@ class Store:
             self._cache.clear()
 
     def compact(self) -> None:
-        """Rebuild the file without free pages and truncate the WAL."""
+        """Reclaim space: renumber pool slots densely and rebuild each pool at its
+        live size, then rebuild the file without free pages and truncate the WAL."""
         self._check_open()
         if self._readonly:
             raise ReadOnlyError(f"{self._path}: the store was opened read-only")
+        with self.transaction():
+            with storage.translated_errors(self._path):
+                self._buffer.flush()
+                self._embeddings.compact(self._writer)
         with self._write_lock:
             if self._txn is not None:
                 raise TransactionError("compact() cannot run inside a transaction")
@@ -699,6 +859,11 @@ def _as_list(items: Any, what: str) -> list:
 def _check_direction(direction: str) -> None:
     if direction not in DIRECTIONS:
         raise InvalidArgumentError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+
+
+def _check_page(page: int) -> None:
+    if type(page) is not int or page < 1:
+        raise InvalidArgumentError(f"page must be a positive int, got {page!r}")
 
 
 def _check_depth(depth: int | None) -> None:

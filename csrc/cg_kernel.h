@@ -9,10 +9,13 @@
  * CG_EINVAL instead of reading out of bounds.  The cffi cdef in
  * build_kernel.py mirrors this header: keep the two in step.
  *
- * Results of one call do not depend on the thread count, on the block size
- * nor on how many queries are batched: every (query, row) score is computed by
- * the same sequence of floating-point operations wherever it runs, and top-k
- * ranks by (score, row index) which is a strict total order.
+ * Determinism: a score does not depend on the thread count, the block size,
+ * the allow-list or the other queries of a batch; every (query, row) pair is
+ * computed by the same sequence of floating-point operations wherever it
+ * runs.  (One query alone and a batch of several use different register
+ * blockings, which sum in different orders: those agree to rounding.)  Top-k
+ * ranks by (score, row index), a strict total order, so the rows returned do
+ * not depend on how the scan was split among threads.
  */
 #ifndef CG_KERNEL_H
 #define CG_KERNEL_H

@@ -30,9 +30,12 @@
 #define CG_MODE_SCORES 0
 #define CG_MODE_TOPK 1
 
-/* Bytes of f32 rows per block (the decoded copy and the rows the query
- * groups re-read must stay in L2, 512 KiB per core on Zen 3). */
+/* Bytes of f32 rows per block when several queries share it (the decoded
+ * copy and the rows the query groups re-read must stay in L2, 512 KiB per
+ * core on Zen 3); a single query reads each row once, so its blocks are just
+ * units of work (larger: fewer restarts of the prefetch). */
 #define CG_BLOCK_BYTES (128 * 1024)
+#define CG_BLOCK_BYTES_1Q (512 * 1024)
 #define CG_BLOCK_MIN 16
 #define CG_BLOCK_MAX 8192
 /* Below this many multiply-adds a call runs on one thread. */
@@ -317,7 +320,8 @@ static int cg_scan(const cg_pool *p, const float *queries, int64_t nq, const cg_
     if (o->block_rows > 0) {
         J.block = o->block_rows;
     } else {
-        J.block = CG_BLOCK_BYTES / (dimp * 4);
+        J.block = nq == 1 ? CG_BLOCK_BYTES_1Q / (dim * cg_itemsize(p->dtype))
+                          : CG_BLOCK_BYTES / (dimp * 4);
         if (J.block < CG_BLOCK_MIN) J.block = CG_BLOCK_MIN;
         if (J.block > CG_BLOCK_MAX) J.block = CG_BLOCK_MAX;
     }

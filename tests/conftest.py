@@ -1,8 +1,9 @@
 """Shared fixtures of the codegraph_store tests.
 
 * ``store_path``: where a test's store file lives (inside ``tmp_path``).
-* ``store``: a :class:`Store` opened on ``store_path`` with the default config,
-  closed after the test.
+* ``store``: a new, empty :class:`Store` on ``store_path`` with the default
+  config, closed after the test. (The empty file is created once per session and
+  copied: creating a store costs several fsyncs.)
 * ``open_store``: ``open_store(path=None, **kwargs)`` opens further stores (other
   configs, read-only, a second handle on the same file); all are closed after
   the test.
@@ -10,6 +11,8 @@
 """
 
 from __future__ import annotations
+
+import shutil
 
 import pytest
 
@@ -52,6 +55,14 @@ def open_store(store_path):
         s.close()
 
 
+@pytest.fixture(scope="session")
+def empty_store_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("template") / "empty.cgdb"
+    Store.open(path).close()
+    return path
+
+
 @pytest.fixture
-def store(open_store):
+def store(open_store, store_path, empty_store_template):
+    shutil.copyfile(empty_store_template, store_path)
     return open_store()

@@ -47,6 +47,7 @@ class IndexReport:
     failed: tuple[tuple[str, str], ...]
     skipped: tuple[tuple[str, str], ...]
     refs_resolved: int
+    changed: tuple[str, ...]
     nodes: int
     edges: int
     seconds: float
@@ -56,6 +57,7 @@ class IndexReport:
         d = attrs.asdict(self)
         d["failed"] = [{"path": p, "reason": r} for p, r in self.failed]
         d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
+        d["changed"] = len(self.changed)
         return d
 
 
@@ -379,7 +381,8 @@ def index_tree(store: Store, root: str, *, jobs: int | None = None,
         root=root, files_seen=len(paths), parsed=len(to_parse), unchanged=unchanged,
         added=added, modified=modified, deleted=len(deleted),
         failed=tuple(_all_failures(store)),
-        skipped=tuple(sorted(skipped)), refs_resolved=resolved, nodes=nodes,
+        skipped=tuple(sorted(skipped)), refs_resolved=resolved,
+        changed=tuple(sorted(set(to_parse) | set(deleted))), nodes=nodes,
         edges=edges, seconds=time.perf_counter() - started, full_build=full_build)
 
 

@@ -14,8 +14,10 @@ What comes out
     module variables, class attributes (including ``self.x = ...`` in methods)
     and imports. Ids are :func:`~codegraph_store.model.stable_node_id` of the
     path, the qualified name and a discriminator counting earlier symbols with
-    the same qualified name in the file. Columns are the UTF-8 byte offsets
-    :mod:`ast` reports.
+    the same qualified name in the file. Lines are 1-based; columns are the
+    UTF-8 byte offsets :mod:`ast` reports. Defs and classes span from their
+    keyword to their last line; variables, attributes and imports span the
+    whole statement that binds them.
 ``edges``
     ``(parent_id, CONTAINS, child_id)`` for every node but the module.
 ``refs``
@@ -30,14 +32,20 @@ function scopes see enclosing function scopes and the module, never class
 scopes; a class body sees its own names. In a scope, the first ``def``/``class``/
 ``import`` binding of a name decides what it refers to; a name bound only by
 assignments, parameters, loop targets and the like is a variable and refers to
-nothing that can be named. Unbound names fall back to the first
-``from X import *`` of the module (as ``X.name``), then to builtins (nothing).
+nothing that can be named. A name bound nowhere is a builtin (nothing), else
+falls back to the module's first ``from X import *`` (``X.name``), else nothing.
+
+Speed matters here (the whole standard library is indexed in seconds), which is
+why expressions are walked with an explicit stack, metadata JSON is assembled
+from the C string escaper, and the source text of every line is JSON-escaped
+once per file rather than once per enclosing symbol.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import io
 import json
 import tokenize
@@ -46,7 +54,7 @@ from typing import NamedTuple
 
 from ..codec import encode_text_trusted
 from ..kinds import EdgeKind, NodeKind
-from ..model import stable_node_id
+from ..model import MAX_NODE_ID
 
 __all__ = ["ParsedFile", "module_name_for", "parse_source"]
 
@@ -95,47 +103,53 @@ def module_name_for(relpath: str) -> str:
     return ".".join(parts)
 
 
+def parse_source(relpath: str, source: bytes, compression_threshold: int | None = 1024,
+                 max_docstring_chars: int = 500) -> ParsedFile:
+    """Extract the symbols, containment, references and imports of one Python file.
+
+    Never raises for any ``source`` bytes: a file that cannot be decoded or parsed
+    comes back with ``error`` set to a one-line reason and no records.
+    """
+    module = module_name_for(relpath)
+    try:
+        source = bytes(source)
+        # The text is decoded here for the lines metadata is cut from; the
+        # parser gets the bytes (faster than a str) and applies the same PEP 263
+        # decoding and newline translation, so line numbers and the UTF-8
+        # column offsets agree with the decoded lines.
+        text = _decode(source)
+        with warnings.catch_warnings():
+            # Invalid escape sequences and the like warn at parse time; under
+            # ``-W error`` that would fail a perfectly valid file.
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source, relpath)
+        ex = _Extractor(relpath, module, text, compression_threshold, max(0, max_docstring_chars))
+        refs = ex.run(tree)
+        return ParsedFile(module, None, ex.nodes, ex.edges, refs, ex.aliases)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a reason string
+        try:
+            reason = _format_error(e)
+            if isinstance(e, UnicodeDecodeError) and isinstance(e.object, bytes):
+                line = e.object.count(b"\n", 0, e.start) + 1
+                reason += f" (line {line})"
+        except Exception:  # pragma: no cover - a str() that raises
+            reason = type(e).__name__
+        return ParsedFile(module, reason, [], [], [], [])
+
+
 # --------------------------------------------------------------------------- #
 # Helpers
 
-_esc = json.encoder.encode_basestring  # the C escaper behind ensure_ascii=False
-_esc_ascii = json.encoder.encode_basestring_ascii
-
-
-def _json_bytes(meta: dict) -> bytes:
-    """Compact JSON of a metadata dict whose values are str, list of str or True.
-
-    Byte for byte what ``json.dumps(meta, ensure_ascii=False, separators=(",", ":"))``
-    gives, without the encoder's per-call overhead.
-    """
-    text = _json_object(meta, _esc)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # Lone surrogates (from "\\udcff" escapes in a docstring, say) are not
-        # UTF-8; \\u-escaped JSON still round-trips them exactly.
-        return _json_object(meta, _esc_ascii).encode("ascii")
-
-
-def _json_object(meta: dict, esc) -> str:
-    parts = []
-    for key, value in meta.items():
-        t = type(value)
-        if t is str:
-            parts.append(esc(key) + ":" + esc(value))
-        elif t is list:
-            parts.append(esc(key) + ":[" + ",".join([esc(v) for v in value]) + "]")
-        elif value is True:
-            parts.append(esc(key) + ":true")
-        else:  # pragma: no cover - the extractor only builds the types above
-            parts.append(esc(key) + ":" + json.dumps(value, ensure_ascii=esc is _esc_ascii,
-                                                     separators=(",", ":")))
-    return "{" + ",".join(parts) + "}"
-
 
 def _decode(source: bytes) -> str:
-    """Source bytes to text the way the tokenizer sees it (PEP 263, universal newlines)."""
-    encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    """Source bytes to text the way the tokenizer sees them (PEP 263, universal newlines)."""
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(source).readline)
+    except SyntaxError as e:
+        if "invalid or missing encoding declaration" in str(e):
+            # No cookie and the first lines are not UTF-8: name the bad byte.
+            source.decode("utf-8")
+        raise
     text = source.decode(encoding)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -161,6 +175,23 @@ def _format_error(exc: BaseException) -> str:
     return f"{name}: {msg}" if msg else name
 
 
+_esc = json.encoder.encode_basestring  # the C escaper json.dumps(ensure_ascii=False) uses
+
+
+def _json_bytes(text: str) -> bytes:
+    """UTF-8 of JSON text built with :data:`_esc`, as ``json.dumps(..., ensure_ascii=False)``."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Lone surrogates (from a "\udcff" escape in a docstring, say) are not
+        # UTF-8; \u-escaped JSON round-trips them exactly.
+        return json.dumps(json.loads(text), ensure_ascii=True, separators=(",", ":")).encode()
+
+
+def _json_str_list(values) -> str:
+    return "[" + ",".join([_esc(v) for v in values]) + "]"
+
+
 def _dotted(node) -> tuple[str, str] | None:
     """``a.b.c`` -> ``("a", ".b.c")``; ``None`` when the chain is not rooted at a name."""
     t = type(node)
@@ -180,6 +211,27 @@ def _dotted(node) -> tuple[str, str] | None:
     return v.id, ".".join(parts)
 
 
+def _cleandoc(doc: str) -> str:
+    """inspect.cleandoc, without importing inspect in every worker."""
+    lines = doc.expandtabs().split("\n")
+    margin = None
+    for line in lines[1:]:
+        content = len(line.lstrip())
+        if content:
+            indent = len(line) - content
+            if margin is None or indent < margin:
+                margin = indent
+    lines[0] = lines[0].lstrip()
+    if margin is not None:
+        for i in range(1, len(lines)):
+            lines[i] = lines[i][margin:]
+    while lines and not lines[-1]:
+        lines.pop()
+    while lines and not lines[0]:
+        lines.pop(0)
+    return "\n".join(lines)
+
+
 _Name = ast.Name
 _Constant = ast.Constant
 _Attribute = ast.Attribute
@@ -193,7 +245,11 @@ _Subscript = ast.Subscript
 _Expr = ast.Expr
 _Assign = ast.Assign
 _Return = ast.Return
-_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_If = ast.If
+_FunctionDef = ast.FunctionDef
+_AsyncFunctionDef = ast.AsyncFunctionDef
+_DictComp = ast.DictComp
+_COMPREHENSIONS = frozenset({ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp})
 
 # Child expression fields of each expression type, in *reverse* source order
 # (the walker pushes them on a stack). Types not listed fall back to _fields.
@@ -201,7 +257,7 @@ _EXPR_FIELDS: dict[type, tuple[str, ...]] = {
     ast.BoolOp: ("values",),
     ast.BinOp: ("right", "left"),
     ast.UnaryOp: ("operand",),
-    ast.IfExp: ("orelse", "test", "body"),
+    ast.IfExp: ("orelse", "body", "test"),
     ast.Dict: ("values", "keys"),
     ast.Set: ("elts",),
     ast.Await: ("value",),
@@ -217,18 +273,23 @@ _EXPR_FIELDS: dict[type, tuple[str, ...]] = {
     ast.Slice: ("step", "upper", "lower"),
     ast.Name: (),
     ast.Constant: (),
-    type(None): (),
+    type(None): (),  # the None key of {**d}
 }
 
 
 def _generic_fields(t: type) -> tuple[str, ...]:
-    fields = tuple(f for f in reversed(t._fields) if f not in ("ctx", "op", "ops"))
+    fields = tuple(f for f in reversed(getattr(t, "_fields", ())) if f not in ("ctx", "op", "ops"))
     _EXPR_FIELDS[t] = fields
     return fields
 
 
+_MISSING = object()
+_GLOBAL = 1
+_NONLOCAL = 2
+
+
 class _Scope:
-    """Names bound in one scope. Values: str target, None (variable), _Self, or a marker."""
+    """Names bound in one scope: name -> str target, None (a variable), a self tuple or a marker."""
 
     __slots__ = ("is_class", "is_comp", "b", "parent")
 
@@ -239,26 +300,20 @@ class _Scope:
         self.parent = parent
 
     def bind(self, name: str, value) -> None:
+        # The first def/class/import binding wins over variables and later ones.
         b = self.b
         old = b.get(name, _MISSING)
         if old is _MISSING or (old is None and value is not None):
             b[name] = value
 
 
-class _Self(NamedTuple):
-    """The first parameter of a method: ``self.x`` is ``Class.x``."""
-
-    cls_qualname: str
-    is_cls: bool  # a classmethod's ``cls``: bare ``cls`` is the class itself
-
-
-_MISSING = object()
-_GLOBAL = 1
-_NONLOCAL = 2
+# The binding of a method's first parameter: (_SELF, class qualname, is a
+# classmethod's cls). ``self.x`` is ``Class.x``; a bare ``cls`` is the class.
+_SELF = "self"
 
 
 class _Frame:
-    """A def/class/module node being filled: where new symbols go and refs come from."""
+    """A module/class/def node being filled: where new symbols go and refs come from."""
 
     __slots__ = ("id", "qn", "kind", "scope", "self_name", "cls", "attrs")
 
@@ -280,7 +335,9 @@ class _Extractor:
     def __init__(self, relpath: str, module: str, text: str, threshold, max_doc: int):
         self.relpath = relpath
         self.module = module
+        self.text = text
         self.lines = text.split("\n")
+        self._elines = None
         self.threshold = threshold
         self.max_doc = max_doc
         self.nodes: list = []
@@ -289,6 +346,8 @@ class _Extractor:
         self.raw: list = []  # (src, kind, scope, root name, suffix); scope None = resolved
         self.counts: dict[str, int] = {}
         self.star: str | None = None
+        # Same key as model.stable_node_id, with the constant prefix encoded once.
+        self.id_prefix = f"{relpath or ''}\x00".encode("utf-8", "surrogatepass")
         parts = module.split(".")
         if relpath.endswith("__init__.py") and relpath != "__init__.py":
             self.package = parts  # the package is the module itself
@@ -297,18 +356,17 @@ class _Extractor:
 
     # ---- records ---------------------------------------------------------- #
 
-    def _meta(self, meta: dict):
-        if not meta:
-            return None
-        return encode_text_trusted(_json_bytes(meta), self.threshold)
-
     def _add(self, parent: _Frame | None, kind: int, name: str, qn: str, sl: int, sc: int,
-             el: int, ec: int, meta: dict | None) -> int:
+             el: int, ec: int, meta_json: str | None) -> int:
         counts = self.counts
         disc = counts.get(qn, 0)
         counts[qn] = disc + 1
-        node_id = stable_node_id(self.relpath, qn, disc)
-        self.nodes.append((node_id, kind, name, qn, sl, sc, el, ec, self._meta(meta)))
+        key = self.id_prefix + f"{qn}\x00{disc}".encode("utf-8", "surrogatepass")
+        node_id = (int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+                   & MAX_NODE_ID) or 1
+        blob = None if meta_json is None else encode_text_trusted(_json_bytes(meta_json),
+                                                                   self.threshold)
+        self.nodes.append((node_id, kind, name, qn, sl, sc, el, ec, blob))
         if parent is not None:
             self.edges.append((parent.id, CONTAINS, node_id))
         return node_id
@@ -325,11 +383,26 @@ class _Extractor:
                     return doc[:self.max_doc]
         return ""
 
+    def _source_json(self, first: int, last: int) -> str:
+        """JSON string of lines ``first..last`` (1-based, inclusive) joined with newlines."""
+        el = self._elines
+        if el is None:
+            # Escape the file once: one C call instead of one per enclosing symbol.
+            lines = self.lines
+            text = self.text
+            for sep in ("\x7f", "\ue000", "\U0010fffd"):  # any char the escaper keeps
+                if sep not in text:
+                    el = _esc(sep.join(lines))[1:-1].split(sep)
+                    break
+            else:  # pragma: no cover - a file holding all three
+                el = [_esc(line)[1:-1] for line in lines]
+            self._elines = el
+        return '"' + "\\n".join(el[first - 1:last]) + '"'
+
     def _segment(self, node) -> str:
         """Source text of an expression, on one line."""
         line_no = node.lineno
-        end_no = node.end_lineno
-        if line_no == end_no:
+        if line_no == node.end_lineno:
             line = self.lines[line_no - 1]
             if line.isascii():
                 return line[node.col_offset:node.end_col_offset]
@@ -364,7 +437,13 @@ class _Extractor:
                          line.encode("utf-8")[:end_col].decode("utf-8", "replace"))
         return "\n".join(parts)[:limit]
 
-    # ---- the walk --------------------------------------------------------- #
+    def _variable_json(self, st, annotation) -> str:
+        meta = '{"source":' + _esc(self._text(st, MAX_VARIABLE_SOURCE))
+        if annotation is not None:
+            meta += ',"annotation":' + _esc(self._segment(annotation))
+        return meta + "}"
+
+    # ---- statements -------------------------------------------------------- #
 
     def run(self, tree: ast.Module) -> list:
         module = self.module
@@ -378,7 +457,8 @@ class _Extractor:
         scope = _Scope(False, None)
         self.module_scope = scope
         mod_id = self._add(None, MODULE, module.rpartition(".")[2] or module, module,
-                           1, 0, n_lines, end_col, {"docstring": doc} if doc else None)
+                           1, 0, n_lines, end_col,
+                           '{"docstring":' + _esc(doc) + "}" if doc else None)
         frame = _Frame(mod_id, module, MODULE, scope)
         self.module_frame = frame
         self._body(tree.body, frame)
@@ -387,17 +467,38 @@ class _Extractor:
     def _body(self, stmts, fr: _Frame) -> None:
         expr = self._expr
         scope = fr.scope
+        src = fr.id
+        in_function = fr.kind == FUNCTION
         for st in stmts:
             t = type(st)
             if t is _Expr:
-                expr(st.value, scope, fr.id)
+                v = st.value
+                tv = type(v)
+                if tv is not _Constant and tv is not _Name:
+                    expr(v, scope, src)
             elif t is _Assign:
-                expr(st.value, scope, fr.id)
+                v = st.value
+                tv = type(v)
+                if tv is not _Constant and tv is not _Name:
+                    expr(v, scope, src)
                 for target in st.targets:
-                    self._target(target, fr, st, None)
+                    if in_function and type(target) is _Name:
+                        scope.bind(target.id, None)
+                    else:
+                        self._target(target, fr, st, None)
             elif t is _Return:
-                if st.value is not None:
-                    expr(st.value, scope, fr.id)
+                v = st.value
+                if v is not None:
+                    tv = type(v)
+                    if tv is not _Constant and tv is not _Name:
+                        expr(v, scope, src)
+            elif t is _If:
+                expr(st.test, scope, src)
+                self._body(st.body, fr)
+                if st.orelse:
+                    self._body(st.orelse, fr)
+            elif t is _FunctionDef or t is _AsyncFunctionDef:
+                self._s_def(st, fr)
             else:
                 handler = _STMT.get(t)
                 if handler is None:
@@ -419,80 +520,142 @@ class _Extractor:
             elif isinstance(v, ast.expr):
                 self._expr(v, fr.scope, fr.id)
 
-    # statements
-
     def _s_def(self, st, fr: _Frame) -> None:
         scope = fr.scope
-        src = fr.id
         decorators = st.decorator_list
         is_static = is_classmethod = False
         for d in decorators:
-            if type(d) is _Call:
-                self._expr(d, scope, src)
+            # Calls (and odd expressions) run in the enclosing scope; plain
+            # dotted names become REFERENCES from the function, below.
+            td = type(d)
+            if td is _Name:
+                last = d.id
+            elif td is _Attribute and _dotted(d) is not None:
+                last = d.attr
             else:
-                dn = _dotted(d)
-                if dn is None:
-                    self._expr(d, scope, src)
-                else:
-                    last = dn[1].rpartition(".")[2] or dn[0]
-                    if last == "staticmethod":
-                        is_static = True
-                    elif last == "classmethod":
-                        is_classmethod = True
+                self._expr(d, scope, fr.id)
+                continue
+            if last == "staticmethod":
+                is_static = True
+            elif last == "classmethod":
+                is_classmethod = True
+
         args = st.args
-        # Defaults and annotations are evaluated in the enclosing scope.
-        for d in args.defaults:
-            self._expr(d, scope, src)
-        for d in args.kw_defaults:
-            if d is not None:
-                self._expr(d, scope, src)
-        params = []
-        for group in (args.posonlyargs, args.args, args.kwonlyargs):
-            for a in group:
-                params.append(a.arg)
+        positional = args.args
+        params = [a.arg for a in positional]
+        simple = not (args.defaults or args.posonlyargs or args.vararg or args.kwonlyargs
+                      or args.kwarg or st.returns)
+        if simple:
+            for a in positional:
                 if a.annotation is not None:
-                    self._expr(a.annotation, scope, src)
-        for a in (args.vararg, args.kwarg):
-            if a is not None:
-                params.append(a.arg)
-                if a.annotation is not None:
-                    self._expr(a.annotation, scope, src)
-        if st.returns is not None:
-            self._expr(st.returns, scope, src)
+                    simple = False
+                    break
+        if simple:
+            signature = "(" + ", ".join(params) + ")"
+        else:
+            signature = self._signature(st, fr, params)
+            if args.posonlyargs:
+                positional = args.posonlyargs + positional
 
         name = st.name
         qn = fr.qn + "." + name
-        is_method = fr.kind == CLASS
-        is_async = type(st) is ast.AsyncFunctionDef
-        meta = {"signature": self._signature(args, st.returns)}
+        meta = '{"signature":' + _esc(signature)
         doc = self._docstring(st.body)
         if doc:
-            meta["docstring"] = doc
-        if decorators:
-            meta["decorators"] = [self._segment(d) for d in decorators]
-        if is_async:
-            meta["async"] = True
+            meta += ',"docstring":' + _esc(doc)
         first = st.lineno
-        for d in decorators:
-            if d.lineno < first:
-                first = d.lineno
-        meta["source"] = "\n".join(self.lines[first - 1:st.end_lineno])
+        if decorators:
+            seg = self._segment
+            meta += ',"decorators":' + _json_str_list([seg(d) for d in decorators])
+            for d in decorators:
+                if d.lineno < first:
+                    first = d.lineno
+        if type(st) is _AsyncFunctionDef:
+            meta += ',"async":true'
+        meta += ',"source":' + self._source_json(first, st.end_lineno) + "}"
+        is_method = fr.kind == CLASS
         node_id = self._add(fr, METHOD if is_method else FUNCTION, name, qn, st.lineno,
                             st.col_offset, st.end_lineno, st.end_col_offset, meta)
         scope.bind(name, qn)
-        self._decorator_refs(decorators, node_id, scope)
+        if decorators:
+            self._decorator_refs(decorators, node_id, scope)
 
         inner = _Scope(False, scope)
+        b = inner.b
         self_name = None
-        if is_method and not is_static:
-            first_arg = args.posonlyargs[:1] or args.args[:1]
-            if first_arg:
-                self_name = first_arg[0].arg
-                inner.b[self_name] = _Self(fr.qn, is_classmethod)
+        if is_method and not is_static and positional:
+            self_name = positional[0].arg
+            b[self_name] = (_SELF, fr.qn, is_classmethod)
         for p in params:
-            inner.bind(p, None)
-        body_frame = _Frame(node_id, qn, FUNCTION, inner, self_name, fr if self_name else None)
-        self._body(st.body, body_frame)
+            if p not in b:
+                b[p] = None
+        self._body(st.body, _Frame(node_id, qn, FUNCTION, inner, self_name,
+                                   fr if self_name is not None else None))
+
+    def _signature(self, st, fr: _Frame, params: list) -> str:
+        """``(a, b=1, *, c: int = 2) -> str``; walks defaults and annotations, which are
+        evaluated in the enclosing scope, and adds the other parameter names to ``params``."""
+        scope = fr.scope
+        src = fr.id
+        expr = self._expr
+        seg = self._segment
+        args = st.args
+        posonly = args.posonlyargs
+        positional = posonly + args.args if posonly else args.args
+        if posonly:
+            params[:0] = [a.arg for a in posonly]
+        defaults = args.defaults
+        first_default = len(positional) - len(defaults)
+        sig = []
+        for i, a in enumerate(positional):
+            ann = a.annotation
+            if ann is None:
+                text = a.arg
+            else:
+                expr(ann, scope, src)
+                text = a.arg + ": " + seg(ann)
+            if i >= first_default:
+                d = defaults[i - first_default]
+                expr(d, scope, src)
+                text += ("=" if ann is None else " = ") + seg(d)
+            sig.append(text)
+            if posonly and i == len(posonly) - 1:
+                sig.append("/")
+        a = args.vararg
+        if a is not None:
+            params.append(a.arg)
+            if a.annotation is None:
+                sig.append("*" + a.arg)
+            else:
+                expr(a.annotation, scope, src)
+                sig.append("*" + a.arg + ": " + seg(a.annotation))
+        elif args.kwonlyargs:
+            sig.append("*")
+        for a, d in zip(args.kwonlyargs, args.kw_defaults):
+            params.append(a.arg)
+            ann = a.annotation
+            if ann is None:
+                text = a.arg
+            else:
+                expr(ann, scope, src)
+                text = a.arg + ": " + seg(ann)
+            if d is not None:
+                expr(d, scope, src)
+                text += ("=" if ann is None else " = ") + seg(d)
+            sig.append(text)
+        a = args.kwarg
+        if a is not None:
+            params.append(a.arg)
+            if a.annotation is None:
+                sig.append("**" + a.arg)
+            else:
+                expr(a.annotation, scope, src)
+                sig.append("**" + a.arg + ": " + seg(a.annotation))
+        signature = "(" + ", ".join(sig) + ")"
+        if st.returns is not None:
+            expr(st.returns, scope, src)
+            signature += " -> " + seg(st.returns)
+        return signature
 
     def _decorator_refs(self, decorators, node_id: int, scope: _Scope) -> None:
         for d in decorators:
@@ -501,71 +664,39 @@ class _Extractor:
                 if dn is not None:
                     self.raw.append((node_id, REFERENCES, scope, dn[0], dn[1]))
 
-    def _signature(self, args: ast.arguments, returns) -> str:
-        seg = self._segment
-        out = []
-        positional = args.posonlyargs + args.args
-        defaults = args.defaults
-        first_default = len(positional) - len(defaults)
-        for i, a in enumerate(positional):
-            text = a.arg
-            if a.annotation is not None:
-                text += ": " + seg(a.annotation)
-            if i >= first_default:
-                text += (" = " if a.annotation is not None else "=") + seg(defaults[i - first_default])
-            out.append(text)
-            if i == len(args.posonlyargs) - 1:
-                out.append("/")
-        if args.vararg is not None:
-            a = args.vararg
-            out.append("*" + a.arg + (": " + seg(a.annotation) if a.annotation is not None else ""))
-        elif args.kwonlyargs:
-            out.append("*")
-        for a, d in zip(args.kwonlyargs, args.kw_defaults):
-            text = a.arg
-            if a.annotation is not None:
-                text += ": " + seg(a.annotation)
-            if d is not None:
-                text += (" = " if a.annotation is not None else "=") + seg(d)
-            out.append(text)
-        if args.kwarg is not None:
-            a = args.kwarg
-            out.append("**" + a.arg + (": " + seg(a.annotation) if a.annotation is not None else ""))
-        sig = "(" + ", ".join(out) + ")"
-        if returns is not None:
-            sig += " -> " + seg(returns)
-        return sig
-
     def _s_class(self, st: ast.ClassDef, fr: _Frame) -> None:
         scope = fr.scope
         src = fr.id
+        expr = self._expr
+        seg = self._segment
         decorators = st.decorator_list
         for d in decorators:
-            if type(d) is _Call or _dotted(d) is None:
-                self._expr(d, scope, src)
+            if _dotted(d) is None:
+                expr(d, scope, src)
         for b in st.bases:
-            self._expr(b, scope, src)
+            expr(b, scope, src)
         for k in st.keywords:
-            self._expr(k.value, scope, src)
+            expr(k.value, scope, src)
         name = st.name
         qn = fr.qn + "." + name
-        meta = {}
+        parts = []
         if st.bases:
-            meta["bases"] = [self._segment(b) for b in st.bases]
+            parts.append('"bases":' + _json_str_list([seg(b) for b in st.bases]))
         doc = self._docstring(st.body)
         if doc:
-            meta["docstring"] = doc
-        if decorators:
-            meta["decorators"] = [self._segment(d) for d in decorators]
+            parts.append('"docstring":' + _esc(doc))
         first = st.lineno
-        for d in decorators:
-            if d.lineno < first:
-                first = d.lineno
-        meta["source"] = "\n".join(self.lines[first - 1:st.end_lineno])
+        if decorators:
+            parts.append('"decorators":' + _json_str_list([seg(d) for d in decorators]))
+            for d in decorators:
+                if d.lineno < first:
+                    first = d.lineno
+        parts.append('"source":' + self._source_json(first, st.end_lineno))
         node_id = self._add(fr, CLASS, name, qn, st.lineno, st.col_offset,
-                            st.end_lineno, st.end_col_offset, meta)
+                            st.end_lineno, st.end_col_offset, "{" + ",".join(parts) + "}")
         scope.bind(name, qn)
-        self._decorator_refs(decorators, node_id, scope)
+        if decorators:
+            self._decorator_refs(decorators, node_id, scope)
         raw = self.raw
         for b in st.bases:
             if type(b) is _Subscript:  # Generic[T], Mapping[str, int]
@@ -575,18 +706,17 @@ class _Extractor:
                 raw.append((node_id, INHERITS, scope, dn[0], dn[1]))
 
         body_frame = _Frame(node_id, qn, CLASS, _Scope(True, scope))
-        body_frame.attrs = {}
+        body_frame.attrs = attrs = {}
         self._body(st.body, body_frame)
+        # self.x = ... in the methods: one attribute per name the class body
+        # did not already define.
         counts = self.counts
-        for attr, (stmt, annotation) in body_frame.attrs.items():
+        for attr, (stmt, annotation) in attrs.items():
             aqn = qn + "." + attr
-            if aqn in counts:
-                continue
-            meta = {"source": self._text(stmt, MAX_VARIABLE_SOURCE)}
-            if annotation is not None:
-                meta["annotation"] = self._segment(annotation)
-            self._add(body_frame, ATTRIBUTE, attr, aqn, stmt.lineno, stmt.col_offset,
-                      stmt.end_lineno, stmt.end_col_offset, meta)
+            if aqn not in counts:
+                self._add(body_frame, ATTRIBUTE, attr, aqn, stmt.lineno, stmt.col_offset,
+                          stmt.end_lineno, stmt.end_col_offset,
+                          self._variable_json(stmt, annotation))
 
     def _target(self, target, fr: _Frame, st, annotation) -> None:
         """Bind an assignment target; module and class level names become nodes."""
@@ -598,11 +728,9 @@ class _Extractor:
             if kind != FUNCTION:
                 qn = fr.qn + "." + name
                 if qn not in self.counts:
-                    meta = {"source": self._text(st, MAX_VARIABLE_SOURCE)}
-                    if annotation is not None:
-                        meta["annotation"] = self._segment(annotation)
                     self._add(fr, VARIABLE if kind == MODULE else ATTRIBUTE, name, qn,
-                              st.lineno, st.col_offset, st.end_lineno, st.end_col_offset, meta)
+                              st.lineno, st.col_offset, st.end_lineno, st.end_col_offset,
+                              self._variable_json(st, annotation))
         elif t is _Tuple or t is _List:
             for e in target.elts:
                 self._target(e, fr, st, None)
@@ -619,7 +747,7 @@ class _Extractor:
                         attrs[target.attr] = (st, annotation)
 
     def _bind_local(self, target, scope: _Scope, src: int) -> None:
-        """Bind names of a for/with/except target as variables (no nodes)."""
+        """Bind the names of a for/with/except/comprehension target as variables."""
         t = type(target)
         if t is _Name:
             scope.bind(target.id, None)
@@ -651,7 +779,7 @@ class _Extractor:
         self._body(st.body, fr)
         self._body(st.orelse, fr)
 
-    def _s_while_if(self, st, fr: _Frame) -> None:
+    def _s_while(self, st, fr: _Frame) -> None:
         self._expr(st.test, fr.scope, fr.id)
         self._body(st.body, fr)
         self._body(st.orelse, fr)
@@ -677,6 +805,7 @@ class _Extractor:
     def _s_match(self, st, fr: _Frame) -> None:
         self._expr(st.subject, fr.scope, fr.id)
         for case in st.cases:
+            # Patterns hold no calls; their capture names are variables.
             stack = [case.pattern]
             while stack:
                 p = stack.pop()
@@ -696,18 +825,18 @@ class _Extractor:
                 self._expr(case.guard, fr.scope, fr.id)
             self._body(case.body, fr)
 
-    def _s_simple(self, st, fr: _Frame) -> None:
-        # Raise, Assert, ...: every expression field.
+    def _s_exprs(self, st, fr: _Frame) -> None:
+        # Raise, Assert: every expression field.
         for name in st._fields:
             v = getattr(st, name)
-            if isinstance(v, ast.expr):
+            if v is not None:
                 self._expr(v, fr.scope, fr.id)
 
     def _s_global(self, st, fr: _Frame) -> None:
-        marker = _GLOBAL if type(st) is ast.Global else _NONLOCAL
-        b = fr.scope.b
-        for name in st.names:
-            if fr.kind != MODULE:
+        if fr.kind != MODULE:
+            marker = _GLOBAL if type(st) is ast.Global else _NONLOCAL
+            b = fr.scope.b
+            for name in st.names:
                 b[name] = marker
 
     def _s_pass(self, st, fr: _Frame) -> None:
@@ -747,7 +876,7 @@ class _Extractor:
             return module or ""
         package = self.package
         if level > len(package):
-            # Beyond the top of the tree: keep the relative text; it never resolves.
+            # Above the top of the tree: keep the relative text; it never resolves.
             return "." * level + (module or "")
         parts = package[:len(package) - (level - 1)]
         if module:
@@ -756,17 +885,24 @@ class _Extractor:
 
     def _import_node(self, fr: _Frame, st, bound: str, target: str) -> None:
         node_id = self._add(fr, IMPORT, bound, fr.qn + "." + bound, st.lineno, st.col_offset,
-                            st.end_lineno, st.end_col_offset, {"target": target})
+                            st.end_lineno, st.end_col_offset, '{"target":' + _esc(target) + "}")
         self.aliases.append((node_id, target))
         fr.scope.bind(bound, target)
 
-    # expressions
+    # ---- expressions ------------------------------------------------------- #
 
     def _expr(self, node, scope: _Scope, src: int) -> None:
         """Record every call in an expression; descend into lambdas and comprehensions."""
         t = type(node)
         if t is _Name or t is _Constant:
             return
+        if t is _Attribute:  # self.x, a.b.c: nothing to record
+            node = node.value
+            while type(node) is _Attribute:
+                node = node.value
+            t = type(node)
+            if t is _Name or t is _Constant:
+                return
         raw_append = self.raw.append
         fields = _EXPR_FIELDS
         stack = [node]
@@ -775,8 +911,6 @@ class _Extractor:
         while stack:
             x = pop()
             t = type(x)
-            if t is _Name or t is _Constant:
-                continue
             if t is _Call:
                 if x.keywords:
                     for k in reversed(x.keywords):
@@ -802,19 +936,24 @@ class _Extractor:
                         push(v)
                 else:
                     push(f)
+            elif t is _Name or t is _Constant:
+                continue
             elif t is _Attribute:
-                push(x.value)
+                v = x.value
+                while type(v) is _Attribute:
+                    v = v.value
+                if type(v) is not _Name:
+                    push(v)
             elif t is _Lambda:
                 self._lambda(x, scope, src)
             elif t in _COMPREHENSIONS:
                 self._comprehension(x, scope, src)
             elif t is _NamedExpr:
                 push(x.value)
-                target = x.target
                 s = scope
-                while s.is_comp:
-                    s = s.parent  # a walrus in a comprehension binds outside it
-                s.bind(target.id, None)
+                while s.is_comp:  # a walrus in a comprehension binds outside it
+                    s = s.parent
+                s.bind(x.target.id, None)
             else:
                 names = fields.get(t)
                 if names is None:
@@ -857,7 +996,7 @@ class _Extractor:
                 self._expr(g.iter, inner, src)
             for cond in g.ifs:
                 self._expr(cond, inner, src)
-        if type(x) is ast.DictComp:
+        if type(x) is _DictComp:
             self._expr(x.key, inner, src)
             self._expr(x.value, inner, src)
         else:
@@ -885,53 +1024,50 @@ class _Extractor:
         out: dict = {}
         lookup = self._lookup
         star = self.star
-        cache: dict = {}
+        missing = _MISSING
         for src, kind, scope, name, suffix in self.raw:
             if scope is None:
                 out[(src, kind, name)] = None
                 continue
-            key = (id(scope), name)
-            v = cache.get(key, _MISSING)
-            if v is _MISSING:
-                v = cache[key] = lookup(scope, name)
-            if v is None:
-                continue
-            if type(v) is str:
+            v = scope.b.get(name, missing)
+            if v is missing or type(v) is int:  # not local, or global/nonlocal
+                v = lookup(scope, name)
+            t = type(v)
+            if t is str:
                 target = v + suffix
-            elif v is _MISSING:
+            elif v is None:
+                continue
+            elif v is missing:
                 if star is None or name in _BUILTINS:
                     continue
                 target = star + "." + name + suffix
-            elif type(v) is _Self:
+            elif t is tuple:  # (_SELF, class qualname, is_cls)
                 if suffix:
-                    target = v.cls_qualname + suffix
-                elif v.is_cls:
-                    target = v.cls_qualname
+                    target = v[1] + suffix
+                elif v[2]:
+                    target = v[1]
                 else:
                     continue
-            else:  # a comprehension marker or other non-name binding
+            else:
                 continue
             out[(src, kind, target)] = None
         return list(out)
 
 
 _STMT = {
-    ast.FunctionDef: _Extractor._s_def,
-    ast.AsyncFunctionDef: _Extractor._s_def,
     ast.ClassDef: _Extractor._s_class,
     ast.AnnAssign: _Extractor._s_annassign,
     ast.AugAssign: _Extractor._s_augassign,
     ast.Delete: _Extractor._s_delete,
     ast.For: _Extractor._s_for,
     ast.AsyncFor: _Extractor._s_for,
-    ast.While: _Extractor._s_while_if,
-    ast.If: _Extractor._s_while_if,
+    ast.While: _Extractor._s_while,
     ast.With: _Extractor._s_with,
     ast.AsyncWith: _Extractor._s_with,
     ast.Try: _Extractor._s_try,
     ast.Match: _Extractor._s_match,
-    ast.Raise: _Extractor._s_simple,
-    ast.Assert: _Extractor._s_simple,
+    ast.Raise: _Extractor._s_exprs,
+    ast.Assert: _Extractor._s_exprs,
     ast.Global: _Extractor._s_global,
     ast.Nonlocal: _Extractor._s_global,
     ast.Pass: _Extractor._s_pass,
@@ -940,56 +1076,5 @@ _STMT = {
     ast.Import: _Extractor._s_import,
     ast.ImportFrom: _Extractor._s_importfrom,
 }
-if hasattr(ast, "TryStar"):
+if hasattr(ast, "TryStar"):  # 3.11+
     _STMT[ast.TryStar] = _Extractor._s_try
-
-
-def _cleandoc(doc: str) -> str:
-    """inspect.cleandoc, without importing inspect in every worker."""
-    lines = doc.expandtabs().split("\n")
-    margin = None
-    for line in lines[1:]:
-        content = len(line.lstrip())
-        if content:
-            indent = len(line) - content
-            if margin is None or indent < margin:
-                margin = indent
-    lines[0] = lines[0].lstrip()
-    if margin is not None:
-        for i in range(1, len(lines)):
-            lines[i] = lines[i][margin:]
-    while lines and not lines[-1]:
-        lines.pop()
-    while lines and not lines[0]:
-        lines.pop(0)
-    return "\n".join(lines)
-
-
-def parse_source(relpath: str, source: bytes, compression_threshold: int | None = 1024,
-                 max_docstring_chars: int = 500) -> ParsedFile:
-    """Extract the symbols, containment, references and imports of one Python file.
-
-    Never raises for any ``source`` bytes: a file that cannot be decoded or parsed
-    comes back with ``error`` set to a one-line reason and no records.
-    """
-    module = module_name_for(relpath)
-    try:
-        source = bytes(source)
-        text = _decode(source)
-        with warnings.catch_warnings():
-            # Invalid escape sequences and the like warn at parse time; under
-            # ``-W error`` that would fail a perfectly valid file.
-            warnings.simplefilter("ignore")
-            tree = ast.parse(text, relpath)
-        ex = _Extractor(relpath, module, text, compression_threshold, max(0, max_docstring_chars))
-        refs = ex.run(tree)
-        return ParsedFile(module, None, ex.nodes, ex.edges, refs, ex.aliases)
-    except Exception as e:  # noqa: BLE001 - every failure becomes a reason string
-        try:
-            reason = _format_error(e)
-            if isinstance(e, UnicodeDecodeError) and isinstance(e.object, bytes):
-                line = e.object.count(b"\n", 0, e.start) + 1
-                reason += f" (line {line})"
-        except Exception:  # pragma: no cover - a str() that raises
-            reason = type(e).__name__
-        return ParsedFile(module, reason, [], [], [], [])

@@ -1,0 +1,146 @@
+"""Embedders: text -> vectors. A built-in hashing embedder for code, and an adapter.
+
+An embedder has a ``name``, a ``dim`` and ``embed(texts) -> float32 (n, dim)``.
+The space a store keeps vectors in is named after the embedder, so a text query
+against a space made by a built-in embedder is embedded the same way.
+If an embedder fails, the error propagates: nothing ever falls back to another
+embedder or to random vectors.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+
+from .errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+# camelCase / PascalCase / ACRONYMWord boundaries inside one identifier.
+_SUBWORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+
+class Embedder(Protocol):
+    name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def tokens(text: str) -> list[str]:
+    """Identifier sub-tokens, lower-cased: ``parseJSONValue_fast`` -> parse, json, value, fast,
+    plus each whole identifier (``parsejsonvalue_fast``) so exact names weigh more."""
+    out = []
+    for ident in _IDENTIFIER.findall(text):
+        parts = [p.lower() for piece in ident.split("_") if piece for p in _SUBWORD.findall(piece)]
+        out.extend(parts)
+        if len(parts) > 1:
+            out.append(ident.lower())
+    return out
+
+
+class HashingEmbedder:
+    """Signed feature hashing of identifier sub-tokens, L2-normalised.
+
+    Deterministic across processes and machines (CRC-32, not Python's salted
+    hash), needs no download, and is fast enough to embed a whole index.
+    """
+
+    def __init__(self, dim: int = 384):
+        if type(dim) is not int or not 8 <= dim <= 16384:
+            raise InvalidArgumentError(f"hashing embedder dim must be an int in 8..16384, got {dim!r}")
+        self.dim = dim
+        self.name = f"hashing-{dim}"
+        self._memo: dict[str, tuple[int, float]] = {}
+
+    def _bucket(self, token: str) -> tuple[int, float]:
+        hit = self._memo.get(token)
+        if hit is None:
+            h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
+            hit = (h % self.dim, 1.0 if (h >> 31) & 1 else -1.0)
+            if len(self._memo) < 1_000_000:
+                self._memo[token] = hit
+        return hit
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidTypeError("embed takes a sequence of str")
+        cells, signs = [], []
+        bucket = self._bucket
+        dim = self.dim
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidTypeError(f"texts[{i}] is {type(text).__name__}, not str")
+            base = i * dim
+            for tok in tokens(text):
+                col, sign = bucket(tok)
+                cells.append(base + col)
+                signs.append(sign)
+        n = len(texts)
+        out = np.bincount(np.array(cells, dtype=np.int64), weights=np.array(signs),
+                          minlength=n * dim).reshape(n, dim).astype(np.float32)
+        # Sub-linear term frequency keeps one repeated name from dominating.
+        out = np.sign(out) * np.log1p(np.abs(out))
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+
+class SentenceTransformerEmbedder:
+    """Adapter for a sentence-transformers-style model object (``encode``)."""
+
+    def __init__(self, model: Any, name: str | None = None):
+        if not hasattr(model, "encode"):
+            raise InvalidTypeError("the model must have an encode(texts) method")
+        self._model = model
+        dim = getattr(model, "get_sentence_embedding_dimension", lambda: None)()
+        if not isinstance(dim, int) or dim < 1:
+            dim = int(np.asarray(model.encode(["dimension probe"])).shape[-1])
+        self.dim = dim
+        self.name = name or str(getattr(model, "model_name", None) or type(model).__name__)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
+        if vectors.shape != (len(texts), self.dim):
+            raise InvalidArgumentError(
+                f"model returned shape {vectors.shape}, expected {(len(texts), self.dim)}")
+        return vectors
+
+
+BUILT_IN = {"hashing": HashingEmbedder}
+
+
+def get_embedder(spec: str) -> Embedder:
+    """A built-in embedder by name: ``hashing`` or ``hashing-<dim>``."""
+    name, _, dim = spec.partition("-")
+    if name not in BUILT_IN:
+        raise NotFoundError(f"unknown embedder {spec!r}; built in: {', '.join(BUILT_IN)}")
+    if dim:
+        if not dim.isdigit():
+            raise InvalidArgumentError(f"embedder dimension must be a number: {spec!r}")
+        return BUILT_IN[name](int(dim))
+    return BUILT_IN[name]()
+
+
+def embedder_for_space(space_name: str, dim: int) -> Embedder:
+    """The built-in embedder that made ``space_name``; text queries need one."""
+    name, _, _ = space_name.partition("-")
+    if name not in BUILT_IN:
+        raise InvalidArgumentError(
+            f"space {space_name!r} was made by an external model: search it with a vector")
+    embedder = get_embedder(space_name)
+    if embedder.dim != dim:
+        raise InvalidArgumentError(f"space {space_name!r} has dim {dim}, its embedder {embedder.dim}")
+    return embedder
+
+
+def node_text(kind: str, qualname: str, metadata: Any) -> str:
+    """What a symbol is embedded from: its names, signature, docstring, and code."""
+    meta = metadata if isinstance(metadata, dict) else {}
+    parts = [kind, qualname.replace(".", " "), meta.get("signature", ""), meta.get("docstring", "")]
+    source = meta.get("source")
+    if source:
+        parts.append(source[:2000])
+    return "\n".join(p for p in parts if p)

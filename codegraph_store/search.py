@@ -1,0 +1,212 @@
+"""Vector search and graph-expanded retrieval (RAG context) over a store.
+
+Search scans the space's pool with the C kernel (over-fetching candidates when
+the pool is quantized) and rescoring them exactly from the f32 rows in SQLite,
+so every returned score is exact whatever the pool's dtype. Filters become an
+allow-bitmap of slots before the scan: a filtered search returns k results
+whenever k vectors match.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+import apsw
+import attrs
+import numpy as np
+
+from . import graph
+from .embeddings import Embeddings, Space, check_vectors
+from .errors import InvalidArgumentError, InvalidTypeError
+from .kinds import EdgeKind, NodeKind
+from .model import Node, check_node_id, check_path
+
+# Candidates scanned per requested result, by pool dtype, before exact rescoring.
+OVERFETCH = {"float32": 1, "float16": 2, "int8": 4}
+MIN_EXTRA_CANDIDATES = 16
+
+
+@attrs.frozen
+class SearchHit:
+    """A node and its exact score (cosine/dot: higher is closer; l2: lower)."""
+
+    node: Node
+    score: float
+
+
+@attrs.frozen
+class ContextItem:
+    """One piece of retrieved context: why it was picked and the text it brings."""
+
+    node: Node
+    score: float
+    reason: str
+    text: str
+
+
+@attrs.frozen
+class Context:
+    """What :meth:`Store.context` returns: items ranked by score, within ``budget`` chars."""
+
+    query: str | None
+    items: tuple[ContextItem, ...]
+    budget: int
+    used: int
+
+    def as_text(self) -> str:
+        parts = []
+        for item in self.items:
+            where = f"{item.node.file}:{item.node.start_line}" if item.node.file else item.node.qualname
+            parts.append(f"# {item.node.qualname} ({item.node.kind.label}, {where}; {item.reason})\n{item.text}")
+        return "\n\n".join(parts)
+
+
+def check_k(k: Any) -> int:
+    if type(k) is not int:
+        raise InvalidTypeError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise InvalidArgumentError(f"k must be >= 1, got {k}")
+    return k
+
+
+def filter_slots(conn: apsw.Connection, space: Space, kinds, files, ids) -> np.ndarray | None:
+    """Pool slots of the vectors that pass the filters, or None for no filter.
+
+    ``files`` entries ending in '/' match every file under that directory.
+    """
+    if kinds is None and files is None and ids is None:
+        return None
+    where, params = ["e.space_id = ?"], [space.id]
+    codes = graph.parse_kinds(kinds, NodeKind)
+    if codes is not None:
+        where.append("n.kind IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps(codes))
+    if files is not None:
+        if isinstance(files, str):
+            files = [files]
+        exact, prefixes = [], []
+        for f in files:
+            (prefixes if check_path(f).endswith("/") else exact).append(f)
+        clauses = []
+        if exact:
+            clauses.append("f.path IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(exact))
+        for prefix in prefixes:
+            clauses.append("(f.path >= ? AND f.path < ?)")
+            params += [prefix, prefix[:-1] + "0"]  # '0' sorts right after '/'
+        where.append("(" + " OR ".join(clauses) + ")")
+    if ids is not None:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            raise InvalidTypeError("ids must be an iterable of node ids")
+        where.append("e.node_id IN (SELECT value FROM json_each(?))")
+        params.append(json.dumps([check_node_id(i) for i in ids]))
+    sql = ("SELECT e.slot FROM embeddings AS e JOIN nodes AS n ON n.id = e.node_id"
+           " LEFT JOIN files AS f ON f.id = n.file_id WHERE " + " AND ".join(where))
+    return np.fromiter((r[0] for r in conn.execute(sql, params)), dtype=np.int64)
+
+
+def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(q, m) exact scores in float64 from the f32 rows."""
+    q = queries.astype(np.float64)
+    v = vectors.astype(np.float64)
+    if metric == "l2":
+        return (q * q).sum(1)[:, None] - 2 * q @ v.T + (v * v).sum(1)[None, :]
+    dots = q @ v.T
+    if metric == "dot":
+        return dots
+    qn = np.linalg.norm(q, axis=1)[:, None]
+    vn = np.linalg.norm(v, axis=1)[None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = dots / (qn * vn)
+    return np.where((qn * vn) > 0, out, 0.0)
+
+
+def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query: Any, k: int,
+               space_name: str | None, kinds, files, ids, threads: int,
+               simd_threshold: int) -> tuple[Space, list[list[tuple[int, float]]]]:
+    """``(space, per query [(node id, exact score)]...)`` best first."""
+    k = check_k(k)
+    space = embeddings.space(conn, space_name)
+    queries = check_vectors(query, space.dim, "query")
+    if space.metric == "cosine" and not np.all(np.linalg.norm(queries, axis=1) > 0):
+        raise InvalidArgumentError("a query vector is all zeros; cosine similarity is undefined")
+    slots = filter_slots(conn, space, kinds, files, ids)
+    pool = embeddings.pool(conn, space)
+    fetch = k * OVERFETCH[pool.dtype]
+    if pool.dtype != "float32":
+        fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
+    scan_q = queries
+    if pool.normalized:
+        scan_q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    with pool.lock(exclusive=False):
+        allows = None if slots is None else pool.slot_bitmaps(slots)
+        cand, _approx = pool.scan(np.ascontiguousarray(scan_q, np.float32), fetch, allows,
+                                  threads, simd_threshold)
+    unique = sorted({int(i) for i in cand.ravel() if i})
+    if not unique:
+        return space, [[] for _ in range(queries.shape[0])]
+    rows = conn.execute("SELECT node_id, vec FROM embeddings WHERE space_id = ? AND node_id IN"
+                        " (SELECT value FROM json_each(?))", (space.id, json.dumps(unique))).fetchall()
+    index = {nid: j for j, (nid, _) in enumerate(rows)}
+    vectors = np.frombuffer(b"".join(v for _, v in rows), "<f4").reshape(len(rows), space.dim)
+    scores = exact_scores(space.metric, queries, vectors)
+    results = []
+    for qi in range(queries.shape[0]):
+        picked = [(int(i), float(scores[qi, index[int(i)]])) for i in cand[qi] if int(i) in index]
+        lower_is_better = space.metric == "l2"
+        picked.sort(key=lambda t: (t[1] if lower_is_better else -t[1], t[0]))
+        results.append(picked[:k])
+    return space, results
+
+
+# Edges followed from each hit when building context, and how they are described.
+CONTEXT_EDGES = (("out", int(EdgeKind.CALLS), "called by"), ("in", int(EdgeKind.CALLS), "calls"),
+                 ("in", int(EdgeKind.CONTAINS), "contains"))
+HOP_DECAY = 0.5
+MAX_ITEM_CHARS = 4000
+
+
+def node_text(node: Node, limit: int = MAX_ITEM_CHARS) -> str:
+    """The text a node contributes to context: its source, else signature and docstring."""
+    meta = node.metadata if isinstance(node.metadata, dict) else {}
+    text = meta.get("source")
+    if not text:
+        head = f"{node.kind.label} {node.qualname}{meta.get('signature', '')}"
+        doc = meta.get("docstring")
+        text = head + (f"\n    \"\"\"{doc}\"\"\"" if doc else "")
+    if len(text) > limit:
+        text = text[:limit] + "\n# ... (truncated)"
+    return text
+
+
+def build_context(conn: apsw.Connection, load_nodes, hits: list[tuple[int, float]], hops: int,
+                  budget: int, query: str | None) -> Context:
+    """Hits expanded through callers, callees and containers, ranked, cut to ``budget`` chars."""
+    best: dict[int, tuple[float, str]] = {}
+    for node_id, score in hits:
+        best[node_id] = (score, "match")
+    frontier = [(node_id, score) for node_id, score in hits]
+    for hop in range(1, hops + 1):
+        nxt = []
+        for direction, kind, label in CONTEXT_EDGES:
+            by_source = {node_id: score for node_id, score in frontier}
+            for frm, to in graph.expand_level(conn, list(by_source), direction, [kind]):
+                score = by_source[frm] * (HOP_DECAY ** hop)
+                if to not in best or best[to][0] < score:
+                    best[to] = (score, f"{label} a match" if hop == 1 else f"{hop} hops from a match")
+                    nxt.append((to, score))
+        frontier = nxt
+    ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
+    nodes = {n.id: n for n in load_nodes([i for i, _ in ranked]) if n is not None}
+    items, used = [], 0
+    for node_id, (score, reason) in ranked:
+        node = nodes.get(node_id)
+        if node is None or node.kind == NodeKind.MODULE and reason != "match":
+            continue  # a whole module is too coarse to be context for a neighbour
+        text = node_text(node)
+        if used + len(text) > budget:
+            continue
+        items.append(ContextItem(node, score, reason, text))
+        used += len(text)
+    return Context(query, tuple(items), budget, used)
