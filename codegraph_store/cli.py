@@ -90,11 +90,22 @@ def cmd_index(args: argparse.Namespace) -> int:
     from .indexer import index_tree
     from .progress import ProgressReporter
 
+    embedder = None
+    if args.embed:
+        from .embedders import get_embedder
+        embedder = get_embedder(args.embed)  # fail before indexing, not after
+    embedded = None
     with open_store(args) as store, ProgressReporter(enabled=not args.quiet) as progress:
         report = index_tree(store, args.path, jobs=args.jobs,
                             exclude=args.exclude or _default_exclude(),
                             max_file_bytes=args.max_file_bytes, progress=progress.update)
+        if embedder is not None:
+            from .indexer.embed import embed_index
+            store._embeddings.progress = progress.update
+            embedded = embed_index(store, embedder, report.changed, progress=progress.update)
     data = report.as_dict()
+    if embedded is not None:
+        data["embeddings"] = embedded.as_dict()
     lines = [
         f"indexed {report.root}",
         f"  files      {report.files_seen} seen, {report.parsed} parsed, {report.unchanged} unchanged,"
@@ -103,6 +114,9 @@ def cmd_index(args: argparse.Namespace) -> int:
         f"  edges      {report.edges}  ({report.refs_resolved} references resolved this run)",
         f"  time       {report.seconds:.2f} s ({'full build' if report.full_build else 'incremental'})",
     ]
+    if embedded is not None:
+        lines.append(f"  embedded   {embedded.embedded} symbols into space {embedded.space}"
+                     f" ({embedded.seconds:.2f} s)")
     if report.failed:
         lines.append(f"  failed to parse ({len(report.failed)}, stored without symbols):")
         lines += [f"    {p}: {r}" for p, r in report.failed]
@@ -204,6 +218,50 @@ def cmd_path(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    with open_store(args, readonly=True) as store:
+        hits = store.search(args.query, k=args.k, space=args.space, kinds=args.kind,
+                            files=args.file)
+    emit(args, [dict(node_dict(h.node), score=h.score) for h in hits],
+         [node_line(h.node, f"\t{h.score:.4f}") for h in hits] or ["no match"])
+    return EXIT_OK if hits else EXIT_PROBLEMS
+
+
+def cmd_context(args: argparse.Namespace) -> int:
+    with open_store(args, readonly=True) as store:
+        ctx = store.context(args.query, k=args.k, hops=args.hops, budget=args.budget,
+                            space=args.space, kinds=args.kind, files=args.file)
+    data = {"query": ctx.query, "budget": ctx.budget, "used": ctx.used,
+            "items": [dict(node_dict(i.node), score=i.score, reason=i.reason, text=i.text)
+                      for i in ctx.items]}
+    emit(args, data, [ctx.as_text()] if ctx.items else ["no context found"])
+    return EXIT_OK if ctx.items else EXIT_PROBLEMS
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    import apsw
+    with open_store(args, readonly=True) as store:
+        conn, _ = store._read_conn()
+        try:
+            cursor = conn.execute(args.statement)
+            try:
+                columns = [d[0] for d in cursor.getdescription()]
+            except apsw.ExecutionCompleteError:  # a statement without result columns
+                columns = []
+            rows = cursor.fetchall()
+        except (apsw.ReadOnlyError, apsw.AuthError):
+            raise UsageError("codegraph sql runs read-only statements") from None
+        except apsw.SQLError as e:
+            raise UsageError(f"SQL error: {e}") from None
+    def cell(v: Any) -> Any:
+        if isinstance(v, bytes):
+            return {"blob_bytes": len(v)} if args.json else f"<{len(v)} bytes>"
+        return v
+    emit(args, [dict(zip(columns, map(cell, r))) for r in rows],
+         (["\t".join(columns)] if columns else []) + ["\t".join(str(cell(v)) for v in r) for r in rows])
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     if args.repair:
         with open_store(args) as store:
@@ -296,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-bytes", type=int, default=8 * 1024 * 1024,
                    help="skip files larger than this (default 8 MiB)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--embed", nargs="?", const="hashing", metavar="EMBEDDER",
+                   help="also store an embedding per symbol (default embedder: hashing)")
     p.set_defaults(run=cmd_index)
 
     p = sub.add_parser("stats", parents=[common], help="counts of files, nodes and edges")
@@ -336,6 +396,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--direction", choices=["out", "in", "both"], default="out")
     p.add_argument("--max-depth", type=int, default=None)
     p.set_defaults(run=cmd_path)
+
+    for name, fn, text in (("search", cmd_search, "symbols semantically close to a text"),
+                           ("context", cmd_context, "retrieval context for a question: hits, "
+                                                    "their callers, callees and containers, with source")):
+        p = sub.add_parser(name, parents=[common], help=text)
+        p.add_argument("query", help="the text to search for")
+        p.add_argument("-k", type=int, default=10 if name == "search" else 5, help="number of hits")
+        p.add_argument("--space", help="embedding space (needed when the store has several)")
+        p.add_argument("--kind", action="append", choices=[k.label for k in NodeKind],
+                       help="only these kinds (repeatable)")
+        p.add_argument("--file", action="append",
+                       help="only in this file, or under this directory if it ends in / (repeatable)")
+        if name == "context":
+            p.add_argument("--hops", type=int, default=1, help="graph hops around each hit")
+            p.add_argument("--budget", type=int, default=12000, help="characters of context at most")
+        p.set_defaults(run=fn)
+
+    p = sub.add_parser("sql", parents=[common],
+                       help="run a read-only SQL statement (sqlite-vec functions available)")
+    p.add_argument("statement", help="one SQL statement")
+    p.set_defaults(run=cmd_sql)
 
     p = sub.add_parser("check", parents=[common], help="integrity and consistency checks")
     p.add_argument("--quick", action="store_true", help="SQLite quick_check, skip decoding metadata")

@@ -9,6 +9,7 @@ embedder or to random vectors.
 
 from __future__ import annotations
 
+import keyword
 import re
 import zlib
 from typing import Any, Protocol, Sequence
@@ -29,16 +30,27 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+# Words too common in code and prose to tell symbols apart.
+STOPWORDS = frozenset(keyword.kwlist) | frozenset("""
+a an and are as at be by for from has have in is it its of on or that the this to was
+were will with self cls none true false return def class import if else not args kwargs
+""".split())
+
+
 def tokens(text: str) -> list[str]:
     """Identifier sub-tokens, lower-cased: ``parseJSONValue_fast`` -> parse, json, value, fast,
-    plus each whole identifier (``parsejsonvalue_fast``) so exact names weigh more."""
+    plus each whole identifier (``parsejsonvalue_fast``) so exact names weigh more.
+    Stop words and one-character tokens are dropped."""
     out = []
     for ident in _IDENTIFIER.findall(text):
         parts = [p.lower() for piece in ident.split("_") if piece for p in _SUBWORD.findall(piece)]
-        out.extend(parts)
+        out.extend(p for p in parts if len(p) > 1 and p not in STOPWORDS)
         if len(parts) > 1:
             out.append(ident.lower())
     return out
+
+
+PROBES = 2
 
 
 class HashingEmbedder:
@@ -55,11 +67,17 @@ class HashingEmbedder:
         self.name = f"hashing-{dim}"
         self._memo: dict[str, tuple[int, float]] = {}
 
-    def _bucket(self, token: str) -> tuple[int, float]:
+    def _buckets(self, token: str) -> tuple[tuple[int, float], ...]:
+        """PROBES (column, sign) pairs per token: with two, a collision between two
+        tokens in one column no longer makes them look alike."""
         hit = self._memo.get(token)
         if hit is None:
             h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
-            hit = (h % self.dim, 1.0 if (h >> 31) & 1 else -1.0)
+            probes = []
+            for p in range(PROBES):
+                hp = (h * (2 * p + 1) + p * 0x9E3779B9) & 0xFFFFFFFF
+                probes.append((hp % self.dim, 1.0 if (hp >> 31) & 1 else -1.0))
+            hit = tuple(probes)
             if len(self._memo) < 1_000_000:
                 self._memo[token] = hit
         return hit
@@ -68,16 +86,16 @@ class HashingEmbedder:
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise InvalidTypeError("embed takes a sequence of str")
         cells, signs = [], []
-        bucket = self._bucket
+        buckets = self._buckets
         dim = self.dim
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidTypeError(f"texts[{i}] is {type(text).__name__}, not str")
             base = i * dim
             for tok in tokens(text):
-                col, sign = bucket(tok)
-                cells.append(base + col)
-                signs.append(sign)
+                for col, sign in buckets(tok):
+                    cells.append(base + col)
+                    signs.append(sign)
         n = len(texts)
         out = np.bincount(np.array(cells, dtype=np.int64), weights=np.array(signs),
                           minlength=n * dim).reshape(n, dim).astype(np.float32)
@@ -136,11 +154,18 @@ def embedder_for_space(space_name: str, dim: int) -> Embedder:
     return embedder
 
 
+# How much of a symbol's docstring and code goes into its text: the names and
+# the start of the code say what a symbol is; its whole body mostly adds noise.
+DOC_CHARS, SOURCE_CHARS, NAME_WEIGHT = 400, 600, 3
+
+
 def node_text(kind: str, qualname: str, metadata: Any) -> str:
-    """What a symbol is embedded from: its names, signature, docstring, and code."""
+    """What a symbol is embedded from: its names (weighted), signature, docstring, code."""
     meta = metadata if isinstance(metadata, dict) else {}
-    parts = [kind, qualname.replace(".", " "), meta.get("signature", ""), meta.get("docstring", "")]
+    names = " ".join(qualname.split(".")[-2:])
+    parts = [kind, qualname.replace(".", " "), *([names] * NAME_WEIGHT),
+             meta.get("signature", ""), meta.get("docstring", "")[:DOC_CHARS]]
     source = meta.get("source")
     if source:
-        parts.append(source[:2000])
+        parts.append(source[:SOURCE_CHARS])
     return "\n".join(p for p in parts if p)

@@ -41,20 +41,35 @@ as is).
 
 Precision
 ---------
-Sums are accumulated in f32 with FMA (AVX2) or in four f32 accumulators
-(serial); the query is never quantized, also for int8 pools.  The error of a
-score is bounded by about ``(dim + 4) * 2**-24`` times the sum of the absolute
-terms (|q_i v_i| for dot and cosine's numerator, (q_i - v_i)^2 for l2); the
-tests check exactly that bound against a float64 reference.  f32 sums
-overflow past ~1e19 per element and squared norms underflow below ~1e-19 per
-element (such a row counts as zero-norm under cosine).
+Rows are converted to f32 exactly (f16 and int8 conversions are exact) and
+sums are accumulated in f32, with FMA on AVX2; the query is never quantized,
+also for int8 pools (an int8 score is ``sum(q * int8) * scale``).  The error
+of a score is at most ``(dim + 6) * 2**-24`` times the sum of the absolute
+terms (|q_i v_i| for dot and cosine's numerator, (q_i - v_i)^2 for l2, plus
+``2 * 2**-24 * sum |q_i - v_i| |v_i|`` for int8 l2, whose ``scale * int8`` is
+rounded to f32 first), plus ``((dim + 6) / 2 + 4) * 2**-24 * |cos|`` for
+cosine; tests/test_kernel.py checks exactly these bounds against float64.
+f32 sums overflow past ~1e19 per element and squared norms underflow below
+~1e-19 per element (such a row counts as zero-norm under cosine).
 
 Determinism
 -----------
-A score does not depend on the thread count, the block size or how many
-queries are batched together (within one ISA path).  Top-k ranks by (score,
-row index): equal scores come back lower row first, whatever the threads.
-NaN scores (NaN in the pool) rank last.
+On one kernel family (AVX2 or serial), a score does not depend on the thread
+count, the block size, the allow-list or the other queries of a batch.  One
+query (``(dim,)`` or ``(1, dim)``) and a batch of several use different
+register blockings (one query streams rows front to back, a batch works on
+tiles of 4 queries x 3 rows), whose sums agree to rounding, not bit for bit.  Top-k
+ranks by (score, row index): equal scores come back lower row first,
+whatever the threads.  NaN scores (NaN in the pool) rank last.
+
+Threads and batches
+-------------------
+``threads``: 0 = all online CPUs, 1 = the calling thread only; the GIL is
+released during the scan.  A ``(q, dim)`` batch is scored in one pass over
+the pool: rows are copied block by block (converted to f32) into a buffer
+that stays in L2 and every query is scored against it, so a batch costs far
+less than ``q`` single scans.  ``block_rows`` (0 = automatic) sets the rows
+per work block; it exists for tests and tuning and never changes results.
 
 Kernel selection
 ----------------
@@ -451,6 +466,8 @@ def _prepare(pool, n, dim, dtype, queries, metric, scales, norms, allow, stride,
         raise InvalidTypeError(
             f"pool must be a numpy array or a contiguous buffer, not {type(pool).__name__}"
         ) from None
+    except (BufferError, ValueError) as exc:
+        raise InvalidArgumentError(f"pool must be a C-contiguous buffer ({exc})") from None
     keep.append(buf)
     nbytes = len(buf)
     if n:

@@ -18,7 +18,7 @@ Durability (``durability=``):
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import struct
 from typing import Iterator
@@ -33,21 +33,41 @@ BUSY_TIMEOUT_MS = 5000
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
 
 
-@contextlib.contextmanager
-def translated_errors(path: str = "") -> Iterator[None]:
-    """Re-raise APSW errors as the typed errors of :mod:`codegraph_store.errors`."""
-    try:
-        yield
-    except apsw.BusyError as e:
-        raise errors.BusyError(f"{path}: database is locked by another writer ({e})") from e
-    except apsw.NotADBError as e:
-        raise errors.NotAStoreError(f"{path}: not a SQLite database ({e})") from e
-    except apsw.CorruptError as e:
-        raise errors.CorruptStoreError(f"{path}: database file is damaged ({e})") from e
-    except apsw.ReadOnlyError as e:
-        raise errors.ReadOnlyError(f"{path}: the database cannot be written ({e})") from e
-    except (apsw.FullError, apsw.IOError, apsw.CantOpenError) as e:
-        raise errors.StoreIOError(f"{path}: {e}") from e
+class translated_errors:
+    """``with translated_errors(path):`` re-raises APSW errors as the typed errors of
+    :mod:`codegraph_store.errors`. A plain class, not a generator: it wraps every
+    query, and a generator-based context manager costs microseconds per use."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str = ""):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if kind is None or not issubclass(kind, apsw.Error):
+            return False
+        typed = translate(error, self.path)
+        if typed is error:
+            return False
+        raise typed from error
+
+
+def translate(e: apsw.Error, path: str) -> Exception:
+    """The typed error for an APSW error (the APSW error itself if none fits)."""
+    if isinstance(e, apsw.BusyError):
+        return errors.BusyError(f"{path}: database is locked by another writer ({e})")
+    if isinstance(e, apsw.NotADBError):
+        return errors.NotAStoreError(f"{path}: not a SQLite database ({e})")
+    if isinstance(e, apsw.CorruptError):
+        return errors.CorruptStoreError(f"{path}: database file is damaged ({e})")
+    if isinstance(e, apsw.ReadOnlyError):
+        return errors.ReadOnlyError(f"{path}: the database cannot be written ({e})")
+    if isinstance(e, (apsw.FullError, apsw.IOError, apsw.CantOpenError)):
+        return errors.StoreIOError(f"{path}: {e}")
+    return e
 
 
 def check_file_header(path: str) -> None:
@@ -94,6 +114,29 @@ def _set_defensive(conn: apsw.Connection) -> None:
     conn.pragma("cell_size_check", True)
 
 
+def _load_sqlite_vec(conn: apsw.Connection) -> None:
+    # The extension comes from the installed sqlite-vec package, never from a path
+    # a file names; loading is switched back off at once so SQL cannot load more.
+    import sqlite_vec
+    conn.enable_load_extension(True)
+    try:
+        conn.load_extension(sqlite_vec.loadable_path())
+    finally:
+        conn.enable_load_extension(False)
+
+
+def _register_functions(conn: apsw.Connection) -> None:
+    """``cg_metadata(blob)``: a metadata record as JSON text, for SQL users."""
+    from . import codec
+
+    def cg_metadata(blob):
+        if blob is None:
+            return None
+        return json.dumps(codec.decode(blob), ensure_ascii=False)
+
+    conn.create_scalar_function("cg_metadata", cg_metadata, 1, deterministic=True)
+
+
 def _set_foreign_keys(conn: apsw.Connection) -> None:
     conn.pragma("foreign_keys", True)
 
@@ -121,6 +164,8 @@ def connect(path: str, *, readonly: bool, durability: str = "normal", cache_kib:
             _set_defensive(conn)
             _set_foreign_keys(conn)
             _set_cache(conn, cache_kib)
+            _load_sqlite_vec(conn)
+            _register_functions(conn)
             if readonly:
                 conn.pragma("query_only", True)
             else:
@@ -140,5 +185,8 @@ def enable_wal(conn: apsw.Connection) -> None:
 
 
 def data_version(conn: apsw.Connection) -> int:
-    """Changes whenever another connection (any process) commits to the file."""
+    """Changes whenever another connection (any process) commits to the file.
+
+    """
     return conn.execute("PRAGMA data_version").fetchone()[0]
+

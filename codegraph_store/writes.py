@@ -12,7 +12,7 @@ from typing import Any, Iterable
 import apsw
 
 from . import codec
-from .errors import CorruptStoreError, DanglingEdgeError
+from .errors import CorruptStoreError, DanglingEdgeError, TransactionError
 from .model import Edge, Node
 
 # Upserts are ON CONFLICT DO UPDATE, never INSERT OR REPLACE: REPLACE deletes the
@@ -131,10 +131,17 @@ class WriteBuffer:
         self._queue("upsert_edge", rows)
 
     def delete_nodes(self, ids: Iterable[int]) -> None:
+        self._refuse_in_bulk()
         self._queue("delete_node", [(i,) for i in ids])
 
     def delete_edges(self, triples: Iterable[tuple[int, int, int]]) -> None:
+        self._refuse_in_bulk()
         self._queue("delete_edge", [tuple(t) for t in triples])
+
+    def _refuse_in_bulk(self) -> None:
+        if self._bulk:
+            raise TransactionError("deletes are not allowed inside bulk_load(): foreign keys are"
+                                   " checked only at its end, so deletes would not cascade")
 
     def flush(self, merge: bool = True) -> None:
         """Execute every queued operation, in order, on the writer connection.
@@ -180,6 +187,19 @@ def dangling_edges(conn: apsw.Connection, limit: int = 5) -> list[tuple[int, int
         " WHERE NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.src)"
         " OR NOT EXISTS (SELECT 1 FROM nodes WHERE id = e.dst) LIMIT ?", (limit,)).fetchall()
     return [tuple(r) for r in rows]
+
+
+def check_foreign_keys(conn: apsw.Connection) -> None:
+    """Every reference of every table, checked as a set (bulk loads skip per-row checks)."""
+    rows = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if not rows:
+        return
+    tables = sorted({r[0] for r in rows})
+    edges = dangling_edges(conn) if "edges" in tables else []
+    if edges:
+        shown = ", ".join(f"{s} -[{k}]-> {d}" for s, k, d in edges)
+        raise DanglingEdgeError(f"edges refer to nodes that do not exist: {shown}", edges)
+    raise DanglingEdgeError(f"rows of {', '.join(tables)} refer to rows that do not exist")
 
 
 def raise_for_commit_failure(conn: apsw.Connection, error: Exception) -> None:

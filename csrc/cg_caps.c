@@ -1,8 +1,8 @@
 /*
  * cg_caps.c -- capability detection and kernel-family selection.
  *
- * The CPU is asked once (__builtin_cpu_supports checks the OS saves the YMM
- * registers too); callers pass the subset they allow in cg_opts.caps (the
+ * The CPU is asked once (cpuid, and xgetbv for whether the OS saves the YMM
+ * registers); callers pass the subset they allow in cg_opts.caps (the
  * Python layer uses this to force the serial path or to mask single features
  * in tests), and cg_select_isa never grants a feature the CPU lacks.
  */
@@ -10,13 +10,32 @@
 
 #include "cg_common.h"
 
+#if CG_X86
+#include <cpuid.h>
+
+/* XCR0: may the OS-saved state include the YMM registers? */
+static uint64_t cg_xgetbv0(void) {
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
 static uint32_t cg_probe_caps(void) {
     uint32_t caps = 0;
 #if CG_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2")) caps |= CG_CAP_AVX2;
-    if (__builtin_cpu_supports("fma")) caps |= CG_CAP_FMA;
-    if (__builtin_cpu_supports("f16c")) caps |= CG_CAP_F16C;
+    /* cpuid directly (not __builtin_cpu_supports, whose feature names vary
+     * across compiler versions) */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1;
+    if (!osxsave || !avx || (cg_xgetbv0() & 6) != 6) return 0; /* no usable YMM state */
+    if ((c >> 12) & 1) caps |= CG_CAP_FMA;
+    if ((c >> 29) & 1) caps |= CG_CAP_F16C;
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        if ((b >> 5) & 1) caps |= CG_CAP_AVX2;
+    }
 #endif
     return caps;
 }

@@ -53,6 +53,7 @@ typedef struct cg_tile {
     float *out;                 /* out[qi * out_ld + j]                        */
     int64_t out_ld;
     float *rr;                  /* optional: rr[j] = sum v^2                   */
+    int32_t batch;              /* use the batch kernels even when nq == 1     */
 } cg_tile;
 
 typedef void (*cg_tile_fn)(const cg_tile *t);

@@ -1,12 +1,14 @@
 /*
  * cg_convert.h -- element conversion family: decode_<dtype>_<isa>.
  *
- * A batch of queries scores every row of a block several times; decoding the
- * block's f16 / int8 rows to f32 once (exactly: both conversions are exact)
- * and running the f32 kernels on the copy costs one conversion per element
- * instead of one per element and query group.  The copy holds the raw int8
- * values, not value * scale: the scale is applied where the direct kernels
- * apply it, so both paths round identically.
+ * A batch of queries scores every row of a block several times.  The block
+ * is first copied, front to back, into a dense f32 scratch buffer that stays
+ * in L2 (decode_f32 is a plain copy; f16 and int8 are converted exactly, once
+ * per element instead of once per element and query group), and the f32
+ * batch kernels run on the copy.  Reading the pool sequentially keeps the
+ * hardware prefetchers streaming, which the register-blocked batch kernel,
+ * touching several rows at once, would not.  The copy holds the raw int8
+ * values, not value * scale: the l2 kernel applies the scale itself.
  */
 #ifndef CG_CONVERT_H
 #define CG_CONVERT_H
@@ -14,6 +16,18 @@
 #include "cg_common.h"
 
 #if CG_X86
+
+static CG_AVX2 void decode_f32_avx2(const uint8_t **rows, int64_t nrows, int64_t dim,
+                                    int64_t dimp, float *dst) {
+    for (int64_t j = 0; j < nrows; j++) {
+        const float *p = (const float *)rows[j];
+        float *d = dst + j * dimp;
+        int64_t i = 0;
+        for (; i + 8 <= dim; i += 8) _mm256_storeu_ps(d + i, _mm256_loadu_ps(p + i));
+        if (i < dim) _mm256_storeu_ps(d + i, _mm256_maskload_ps(p + i, cg_tailmask_avx2(dim - i)));
+        rows[j] = (const uint8_t *)d;
+    }
+}
 
 static CG_AVX2_F16 void decode_f16_avx2(const uint8_t **rows, int64_t nrows, int64_t dim,
                                         int64_t dimp, float *dst) {

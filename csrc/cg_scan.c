@@ -6,8 +6,9 @@
  * scheduling: a core slowed by another process does not hold the scan up);
  * for each block a worker
  *   1. lists the block's rows, skipping rows the allow-list excludes,
- *   2. for a batch of f16 / int8 queries on AVX2, decodes those rows to f32
- *      once (exact) so the queries share the conversion,
+ *   2. for a batch of queries on AVX2, copies those rows to a dense f32
+ *      block (converting f16 / int8 exactly) that stays in L2 while every
+ *      query is scored against it,
  *   3. scores every query against every listed row with one tile kernel
  *      (cg_dot.h / cg_spatial.h), and
  *   4. turns raw sums into scores (int8 scale, cosine) and either stores
@@ -40,7 +41,7 @@
 #define CG_BLOCK_MAX 8192
 /* Below this many multiply-adds a call runs on one thread. */
 #define CG_MIN_PARALLEL_WORK (1 << 20)
-/* Decode f16 / int8 blocks to f32 when at least this many queries share them. */
+/* Copy / decode blocks to dense f32 when at least this many queries share them. */
 #define CG_DECODE_MIN_QUERIES 2
 
 typedef struct cg_job {
@@ -70,6 +71,8 @@ typedef struct cg_worker {
     float *dec;  /* decoded rows */
     float *tile; /* raw sums, nq x block (top-k mode) */
     float *rr;   /* cosine without precomputed norms */
+    double *rn;  /* cosine: row norms */
+    double *rs2; /* cosine: row scales */
     cg_heap *heaps;
     pthread_t thread;
     int started;
@@ -122,7 +125,22 @@ static int64_t cg_list_rows(const cg_job *J, int64_t r0, int64_t r1, int64_t *id
     return m;
 }
 
-static int cg_run_block(cg_worker *w, int64_t b) {
+/* Prefetch (towards L2) part [part, part + 1) of nparts of the rows of
+ * block b, while the current block is being scored by a batch. */
+static void cg_prefetch_block(const cg_job *J, int64_t b, int64_t part, int64_t nparts) {
+    if (b >= J->nblocks) return;
+    const int64_t r0 = b * J->block;
+    const int64_t r1 = r0 + J->block < J->n ? r0 + J->block : J->n;
+    const int64_t lo = r0 + (r1 - r0) * part / nparts, hi = r0 + (r1 - r0) * (part + 1) / nparts;
+    const int64_t bytes = J->dim * (J->dtype == CG_F32 ? 4 : J->dtype == CG_F16 ? 2 : 1);
+    for (int64_t r = lo; r < hi; r++) {
+        if (J->allow && !((J->allow[r >> 6] >> (r & 63)) & 1)) continue;
+        const char *p = (const char *)(J->base + r * J->stride);
+        for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 2);
+    }
+}
+
+static int cg_run_block(cg_worker *w, int64_t b, int64_t b_next) {
     const cg_job *J = w->job;
     const int64_t r0 = b * J->block;
     const int64_t r1 = r0 + J->block < J->n ? r0 + J->block : J->n;
@@ -152,51 +170,91 @@ static int cg_run_block(cg_worker *w, int64_t b) {
         t.out_ld = m;
     }
     t.rr = (J->metric == CG_COS && !J->norms) ? w->rr : NULL;
-    if (J->decode) J->decode(w->rowp, m, J->dim, J->dimp, w->dec);
-    J->tile(&t);
+    t.batch = J->nq > 1;
+    if (J->decode) {
+        /* A batch: the copy now sits in L2 and the queries are compute
+         * bound; score them 4 at a time and meanwhile pull the next block
+         * this thread will take towards L2, so the next copy does not wait
+         * for DRAM. */
+        J->decode(w->rowp, m, J->dim, J->dimp, w->dec);
+        const int64_t ngroups = (J->nq + 3) / 4;
+        float *out0 = t.out;
+        const float *q0 = t.q;
+        for (int64_t g = 0; g < ngroups; g++) {
+            t.q = q0 + 4 * g * t.q_ld;
+            t.out = out0 + 4 * g * t.out_ld;
+            t.nq = J->nq - 4 * g < 4 ? J->nq - 4 * g : 4;
+            if (g) t.rr = NULL;
+            J->tile(&t);
+            cg_prefetch_block(J, b_next, g, ngroups);
+        }
+        t.q = q0;
+        t.out = out0;
+        t.nq = J->nq;
+        t.rr = (J->metric == CG_COS && !J->norms) ? w->rr : NULL;
+    } else {
+        J->tile(&t);
+    }
 
-    /* raw sums -> scores (in place) */
+    /* raw sums -> scores (in place), row factors first, then query-major */
     if (J->metric == CG_COS) {
         for (int64_t j = 0; j < m; j++) {
             const int64_t row = w->idx[j];
             const double s = i8 ? (double)J->scales[row] : 1.0;
-            double rn;
-            if (J->norms)
-                rn = (double)J->norms[row];
-            else
-                rn = sqrt((double)t.rr[j]) * fabs(s);
-            for (int64_t qi = 0; qi < J->nq; qi++) {
-                float *o = t.out + qi * t.out_ld + j;
-                const double den = J->qnorm[qi] * rn;
-                *o = (den == 0.0) ? 0.0f : (float)((double)*o * s / den);
+            const double rn = J->norms ? (double)J->norms[row] : sqrt((double)t.rr[j]) * fabs(s);
+            w->rs2[j] = s;
+            w->rn[j] = rn;
+        }
+        for (int64_t qi = 0; qi < J->nq; qi++) {
+            float *o = t.out + qi * t.out_ld;
+            const double qn = J->qnorm[qi];
+            for (int64_t j = 0; j < m; j++) {
+                const double den = qn * w->rn[j];
+                o[j] = (den == 0.0) ? 0.0f : (float)((double)o[j] * w->rs2[j] / den);
             }
         }
     } else if (J->metric == CG_DOT && i8) {
-        for (int64_t j = 0; j < m; j++) {
-            const float s = J->scales[w->idx[j]];
-            for (int64_t qi = 0; qi < J->nq; qi++) t.out[qi * t.out_ld + j] *= s;
+        for (int64_t qi = 0; qi < J->nq; qi++) {
+            float *o = t.out + qi * t.out_ld;
+            for (int64_t j = 0; j < m; j++) o[j] *= J->scales[w->idx[j]];
         }
     }
 
-    if (J->mode == CG_MODE_SCORES) {
-        if (J->allow) /* scatter (cg_scores passes no allow-list today) */
-            for (int64_t qi = 0; qi < J->nq; qi++)
-                for (int64_t j = 0; j < m; j++)
-                    J->out[qi * J->n + w->idx[j]] = t.out[qi * t.out_ld + j];
-        return CG_OK;
-    }
+    if (J->mode == CG_MODE_SCORES) return CG_OK;
 
     const int neg = J->metric == CG_L2;
     for (int64_t qi = 0; qi < J->nq; qi++) {
         cg_heap *h = &w->heaps[qi];
         const float *o = t.out + qi * t.out_ld;
-        for (int64_t j = 0; j < m; j++) {
-            const float s = o[j];
-            float key = neg ? -s : s;
+        int64_t j = 0;
+        for (; j < m && h->len < h->cap; j++) { /* filling */
+            float key = neg ? -o[j] : o[j];
             if (key != key) key = -INFINITY;
-            /* fast reject: most rows of a large scan lose to the root */
-            if (h->len == h->cap && !cg_better(key, w->idx[j], h->e[0].key, h->e[0].row)) continue;
-            if (cg_heap_push(h, key, s, w->idx[j]) != CG_OK) return CG_ENOMEM;
+            if (cg_heap_push(h, key, o[j], w->idx[j]) != CG_OK) return CG_ENOMEM;
+        }
+        /* full: most rows of a large scan lose to the root at the first
+         * comparison (a NaN key fails it too and is mapped to -inf below) */
+        float thr = j < m ? h->e[0].key : 0.0f;
+        for (; j < m; j++) {
+            float key;
+            if (neg) { /* two loops: the metric test stays out of the hot one */
+                for (; j < m && -o[j] < thr; j++) {
+                }
+                if (j == m) break;
+                key = -o[j];
+            } else {
+                for (; j < m && o[j] < thr; j++) {
+                }
+                if (j == m) break;
+                key = o[j];
+            }
+            if (key != key) key = -INFINITY;
+            if (!cg_better(key, w->idx[j], h->e[0].key, h->e[0].row)) continue;
+            h->e[0].key = key;
+            h->e[0].score = o[j];
+            h->e[0].row = w->idx[j];
+            cg_heap_sift_down(h->e, h->len, 0);
+            thr = h->e[0].key;
         }
     }
     return CG_OK;
@@ -205,11 +263,14 @@ static int cg_run_block(cg_worker *w, int64_t b) {
 static void *cg_worker_main(void *arg) {
     cg_worker *w = (cg_worker *)arg;
     cg_job *J = w->job;
-    for (;;) {
+    /* the next block is claimed before the current one runs, so a batch can
+     * prefetch it */
+    int64_t b = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+    while (b < J->nblocks) {
         if (__atomic_load_n(&J->err, __ATOMIC_RELAXED)) break;
-        const int64_t b = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
-        if (b >= J->nblocks) break;
-        const int rc = cg_run_block(w, b);
+        const int64_t b_next = __atomic_fetch_add(&J->next, 1, __ATOMIC_RELAXED);
+        const int rc = cg_run_block(w, b, b_next);
+        b = b_next;
         if (rc != CG_OK) {
             int zero = 0;
             __atomic_compare_exchange_n(&J->err, &zero, rc, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
@@ -226,6 +287,8 @@ static void cg_worker_free(cg_worker *w, int64_t nq) {
     free(w->dec);
     free(w->tile);
     free(w->rr);
+    free(w->rn);
+    free(w->rs2);
     if (w->heaps) {
         for (int64_t qi = 0; qi < nq; qi++) free(w->heaps[qi].e);
         free(w->heaps);
@@ -244,6 +307,9 @@ static int cg_worker_init(cg_worker *w, cg_job *J) {
     if (J->decode && !(w->dec = (float *)cg_alloc(B * (size_t)J->dimp * sizeof(float))))
         return CG_ENOMEM;
     if (J->metric == CG_COS && !J->norms && !(w->rr = (float *)malloc(B * sizeof(float))))
+        return CG_ENOMEM;
+    if (J->metric == CG_COS && (!(w->rn = (double *)malloc(B * sizeof(double))) ||
+                                !(w->rs2 = (double *)malloc(B * sizeof(double)))))
         return CG_ENOMEM;
     if (J->mode == CG_MODE_TOPK) {
         if (!(w->tile = (float *)cg_alloc(B * (size_t)J->nq * sizeof(float)))) return CG_ENOMEM;
@@ -312,8 +378,10 @@ static int cg_scan(const cg_pool *p, const float *queries, int64_t nq, const cg_
     J.kcap = kk;
     J.tile = cg_pick_tile(isa, p->dtype, o->metric == CG_L2);
 #if CG_X86
-    if (isa == CG_ISA_AVX2 && p->dtype != CG_F32 && nq >= CG_DECODE_MIN_QUERIES) {
-        J.decode = p->dtype == CG_F16 ? decode_f16_avx2 : decode_i8_avx2;
+    if (isa == CG_ISA_AVX2 && nq >= CG_DECODE_MIN_QUERIES) {
+        J.decode = p->dtype == CG_F32   ? decode_f32_avx2
+                   : p->dtype == CG_F16 ? decode_f16_avx2
+                                        : decode_i8_avx2;
         J.tile = cg_pick_tile(isa, CG_F32, o->metric == CG_L2);
     }
 #endif
@@ -399,6 +467,7 @@ int32_t cg_scores(const cg_pool *pool, const float *queries, int64_t nq, const c
                   float *out) {
     int rc = cg_check(pool, queries, nq, opts);
     if (rc != CG_OK) return rc;
+    if (opts->allow) return CG_EINVAL; /* every row gets a score */
     if (pool->n == 0 || nq == 0) return CG_OK;
     if (!out) return CG_EINVAL;
     return cg_scan(pool, queries, nq, opts, CG_MODE_SCORES, 0, out, NULL, NULL);

@@ -660,24 +660,25 @@ GEN_PATHS = ("pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py", "pkg/sub/__i
              "pkg/c/__init__.py",
              # outside the package: relative imports from here never resolve
              "top.py")
+# Few names, so that what one module imports another one likely defines.
 GEN_IMPORTS = (
-    "from .a import f0", "from .a import f1 as g", "from .b import C0", "from .b import f0 as h",
-    "from .c import g", "from .c import *", "from . import a", "from . import f0",
-    "from .. import a", "from ..sub import d", "from .d import C1 as K", "from pkg import f0",
-    "from pkg import C0 as K", "from pkg.sub import f1", "from pkg.a import *", "import pkg",
-    "import pkg.a as A", "import pkg.b as A", "import pkg.sub.d", "from .sub import d as A",
-    "from pkg.sub.e import C0", "from .a import g", "from .b import g", "from .e import *",
-    "from top import C1", "import top as A",
+    "from .a import f", "from .a import g as h", "from .b import C", "from .b import f as g",
+    "from .c import g", "from .a import C as K", "from . import f", "from pkg import C",
+    "from pkg import f as h", "from pkg.sub import g", "from .d import K",
+    "from pkg.sub.e import C as K", "from .b import g", "from .a import g", "from . import a",
+    "from .. import b as A", "from ..sub import d", "import pkg.a as A", "import pkg.b as A",
+    "import pkg.c as A", "from .sub import d as A", "import pkg", "import pkg.sub.d",
+    "from .c import *", "from pkg.a import *", "from top import C", "import top as A",
+    "from .e import K as C",
 )
-GEN_CALLS = ("f0", "f1", "f2", "g", "h", "C0", "C1", "K", "A.f0", "A.C0", "A.g", "A.C1.m0",
-             "a.f0", "d.C1", "pkg.f0", "pkg.C0", "pkg.a.f1", "pkg.sub.f1", "pkg.sub.d.f2",
-             "pkg.sub.d.C1.m1", "C0.m1", "self.m0", "self.m1", "self.m2")
-GEN_BASES = (None, "C0", "C1", "K", "A.C0", "A.C1", "pkg.C0", "pkg.sub.d.C1", "a.C1", "d.C1",
-             "object")
-GEN_DECORATORS = (None, "f0", "A.f0", "g", "pkg.V0", "a", "pkg.a", "C0.m0", "K")
-GEN_FUNCS = ("f0", "f1", "f2", "g")
-GEN_CLASSES = ("C0", "C1", "K")
-GEN_METHODS = ("m0", "m1", "m2")
+GEN_CALLS = ("f", "g", "h", "C", "K", "C.m", "K.n", "A.f", "A.g", "A.C", "A.C.m", "A.K.n",
+             "a.f", "a.C.m", "d.K", "d.K.m", "pkg.f", "pkg.C.m", "pkg.sub.g", "pkg.a.C.n",
+             "pkg.sub.d.K.m", "self.m", "self.n")
+GEN_BASES = (None, "C", "K", "A.C", "A.K", "pkg.C", "d.K", "a.C", "h", "object")
+GEN_DECORATORS = (None, "f", "A.f", "g", "pkg.V0", "a", "pkg.a", "C.m", "K")
+GEN_FUNCS = ("f", "g")
+GEN_CLASSES = ("C", "K")
+GEN_METHODS = ("m", "n")
 
 calls_s = st.lists(st.sampled_from(GEN_CALLS), max_size=3).map(tuple)
 method_s = st.tuples(st.sampled_from(GEN_METHODS), calls_s)
@@ -686,12 +687,12 @@ def_s = st.one_of(
     st.tuples(st.just("def"), st.sampled_from(GEN_FUNCS), calls_s,
               st.sampled_from(GEN_DECORATORS), st.booleans()),
     st.tuples(st.just("class"), st.sampled_from(GEN_CLASSES), st.sampled_from(GEN_BASES),
-              st.lists(method_s, max_size=2).map(tuple)),
+              st.lists(method_s, min_size=1, max_size=2).map(tuple)),
 )
 module_s = st.fixed_dictionaries({
-    "imports": st.lists(st.sampled_from(GEN_IMPORTS), max_size=3).map(tuple),
+    "imports": st.lists(st.sampled_from(GEN_IMPORTS), min_size=1, max_size=4).map(tuple),
     "top": st.lists(st.sampled_from(GEN_CALLS), max_size=1).map(tuple),
-    "defs": st.lists(def_s, max_size=4).map(tuple),
+    "defs": st.lists(def_s, min_size=1, max_size=4).map(tuple),
     "broken": st.integers(0, 7).map(lambda x: x == 0),
 })
 tree_s = st.dictionaries(st.sampled_from(GEN_PATHS), module_s, min_size=3, max_size=6)

@@ -674,6 +674,9 @@ def test_rejects_bad_values():
         K.scores(x, 10, 8, "float32", q, "dot", threads=-1)
     with pytest.raises(InvalidArgumentError):  # non-contiguous pool
         K.scores(np.ones((10, 16), np.float32)[:, ::2], 10, 8, "float32", q, "dot")
+    with pytest.raises(InvalidArgumentError):  # non-contiguous raw buffer
+        K.scores(memoryview(np.ones(160, np.float32))[::2], 2, 8, "float32", q, "dot",
+                 stride=32)
 
 
 def test_rejects_bad_strides_and_buffers():

@@ -820,18 +820,23 @@ def test_result_pickles_and_is_deterministic():
 
 
 @pytest.mark.parametrize("code, expected", [
-    (b"def f(:\n    pass\n", "SyntaxError: invalid syntax (line 1)"),
-    (b"x = 1\n\nif x\n", "SyntaxError: expected ':' (line 3)"),
-    (b"x = 1\xff\n", "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 5:"
-                     " invalid start byte (line 1)"),
-    (b"x = 1\n# comment\ny = '\xe9'\n", "UnicodeDecodeError: 'utf-8' codec can't decode byte"
-                                        " 0xe9 in position 21: invalid continuation byte (line 3)"),
-    (b"# coding: nonesuch\nx = 1\n", "SyntaxError: unknown encoding: nonesuch"),
-    (b"x = (" * 10000, "SyntaxError: too many nested parentheses (line 1)"),
-    (b"".join(b" " * i + b"if x:\n" for i in range(200)) + b" " * 200 + b"pass\n",
-     "IndentationError: too many levels of indentation (line 101)"),
-    (b"x = " + b"+".join([b"1"] * 100_000), "RecursionError: nesting too deep"),
-    (b"x = " + b"-" * 100_000 + b"1", "MemoryError: nesting too deep or file too large"),
+    pytest.param(b"def f(:\n    pass\n", "SyntaxError: invalid syntax (line 1)", id="syntax"),
+    pytest.param(b"x = 1\n\nif x\n", "SyntaxError: expected ':' (line 3)", id="syntax-line"),
+    pytest.param(b"x = 1\xff\n", "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in"
+                 " position 5: invalid start byte (line 1)", id="bad-utf8-line-1"),
+    pytest.param(b"x = 1\n# comment\ny = '\xe9'\n", "UnicodeDecodeError: 'utf-8' codec can't"
+                 " decode byte 0xe9 in position 21: invalid continuation byte (line 3)",
+                 id="bad-utf8-line-3"),
+    pytest.param(b"# coding: nonesuch\nx = 1\n", "SyntaxError: unknown encoding: nonesuch",
+                 id="unknown-encoding"),
+    pytest.param(b"x = (" * 10000, "SyntaxError: too many nested parentheses (line 1)",
+                 id="parentheses"),
+    pytest.param(b"".join(b" " * i + b"if x:\n" for i in range(200)) + b" " * 200 + b"pass\n",
+                 "IndentationError: too many levels of indentation (line 101)", id="nested-ifs"),
+    pytest.param(b"x = " + b"+".join([b"1"] * 100_000), "RecursionError: nesting too deep",
+                 id="long-sum"),
+    pytest.param(b"x = " + b"-" * 100_000 + b"1",
+                 "MemoryError: nesting too deep or file too large", id="deep-unary"),
 ])
 def test_errors_become_one_line_reasons(code, expected):
     r = parse_source("pkg/bad.py", code)
@@ -916,6 +921,34 @@ def test_generated_programs_keep_the_invariants(code, path, threshold):
         by_id = {n[0]: n for n in r.nodes}
         for src, _k, dst in r.edges:
             assert by_id[src][4] <= by_id[dst][4] <= by_id[src][6]
+
+
+_TRICKY_CHARS = st.one_of(
+    st.sampled_from("`$?~!^\x7f\ue000\U0010fffd\"\\\t\x0c\x01\x1f\x85\u2028\xe9\u20ac"),
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(_TRICKY_CHARS, max_size=30), min_size=1, max_size=4))
+def test_source_metadata_round_trips_any_text(comments):
+    """The per-file escaping (sentinel characters, ASCII fast path) gives exactly
+    json.dumps(..., ensure_ascii=False) of the right lines."""
+    lines = ["class C:"] + [f"    # {c}" for c in comments] + ["    def m(self):", "        pass"]
+    code = "\n".join(lines) + "\n"
+    r = parse_source("pkg/t.py", code.encode("utf-8"), compression_threshold=None)
+    assert r.error is None, r.error
+    blob = node(r, "pkg.t.C")[8]
+    value = codec.decode(blob)
+    assert value["source"] == "\n".join(lines)
+    assert blob == b"J" + json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    assert codec.decode(node(r, "pkg.t.C.m")[8])["source"] == "\n".join(lines[-2:])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.sampled_from(" \t\nab\x0c"), max_size=40))
+def test_docstring_cleaning_matches_inspect(doc):
+    from codegraph_store.indexer.parse import _cleandoc
+    assert _cleandoc(doc) == inspect.cleandoc(doc)
 
 
 _STDLIB = Path(sysconfig.get_paths()["stdlib"])

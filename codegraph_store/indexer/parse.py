@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import gc
 import hashlib
 import io
 import json
@@ -111,6 +112,13 @@ def parse_source(relpath: str, source: bytes, compression_threshold: int | None 
     comes back with ``error`` set to a one-line reason and no records.
     """
     module = module_name_for(relpath)
+    # The syntax tree and everything built from it are free of reference
+    # cycles, so reference counting frees them all; the cycle collector would
+    # only traverse the young tree again and again while it is built (a fifth
+    # of ast.parse's time). It is paused for the call and restored after.
+    gc_was_enabled = gc.isenabled()
+    if gc_was_enabled:
+        gc.disable()
     try:
         source = bytes(source)
         # The text is decoded here for the lines metadata is cut from; the
@@ -135,6 +143,9 @@ def parse_source(relpath: str, source: bytes, compression_threshold: int | None 
         except Exception:  # pragma: no cover - a str() that raises
             reason = type(e).__name__
         return ParsedFile(module, reason, [], [], [], [])
+    finally:
+        if gc_was_enabled:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------- #
@@ -176,6 +187,7 @@ def _format_error(exc: BaseException) -> str:
 
 
 _esc = json.encoder.encode_basestring  # the C escaper json.dumps(ensure_ascii=False) uses
+_esc_ascii = json.encoder.encode_basestring_ascii
 
 
 def _json_bytes(text: str) -> bytes:
@@ -242,6 +254,10 @@ _Starred = ast.Starred
 _Tuple = ast.Tuple
 _List = ast.List
 _Subscript = ast.Subscript
+_BinOp = ast.BinOp
+_Compare = ast.Compare
+_UnaryOp = ast.UnaryOp
+_BoolOp = ast.BoolOp
 _Expr = ast.Expr
 _Assign = ast.Assign
 _Return = ast.Return
@@ -388,14 +404,25 @@ class _Extractor:
         el = self._elines
         if el is None:
             # Escape the file once: one C call instead of one per enclosing symbol.
+            # The lines are joined with a character the escaper keeps as it is
+            # and the file does not contain, then split again. Pure ASCII text
+            # (without DEL, which only the ASCII escaper escapes) can use the
+            # faster ASCII escaper, whose output is then the same.
             lines = self.lines
             text = self.text
-            for sep in ("\x7f", "\ue000", "\U0010fffd"):  # any char the escaper keeps
-                if sep not in text:
-                    el = _esc(sep.join(lines))[1:-1].split(sep)
-                    break
-            else:  # pragma: no cover - a file holding all three
-                el = [_esc(line)[1:-1] for line in lines]
+            el = None
+            if text.isascii() and "\x7f" not in text:
+                for sep in "`$?~!^":
+                    if sep not in text:
+                        el = _esc_ascii(sep.join(lines))[1:-1].split(sep)
+                        break
+            if el is None:
+                for sep in ("\x7f", "\ue000", "\U0010fffd"):
+                    if sep not in text:
+                        el = _esc(sep.join(lines))[1:-1].split(sep)
+                        break
+                else:  # pragma: no cover - a file holding all three
+                    el = [_esc(line)[1:-1] for line in lines]
             self._elines = el
         return '"' + "\\n".join(el[first - 1:last]) + '"'
 
@@ -461,7 +488,14 @@ class _Extractor:
                            '{"docstring":' + _esc(doc) + "}" if doc else None)
         frame = _Frame(mod_id, module, MODULE, scope)
         self.module_frame = frame
-        self._body(tree.body, frame)
+        # One top-level statement at a time, each freed as soon as it is done:
+        # its syntax tree is still in the CPU cache then, and freeing a big tree
+        # later (after walking the rest of the file) costs as much again.
+        body = tree.body
+        del tree
+        for i in range(len(body)):
+            self._body(body[i:i + 1], frame)
+            body[i] = None
         return self._resolve()
 
     def _body(self, stmts, fr: _Frame) -> None:
@@ -904,27 +938,34 @@ class _Extractor:
             if t is _Name or t is _Constant:
                 return
         raw_append = self.raw.append
-        fields = _EXPR_FIELDS
         stack = [node]
         pop = stack.pop
         push = stack.append
         while stack:
             x = pop()
             t = type(x)
+            # Children are pushed in reverse so that calls come out in source order.
             if t is _Call:
-                if x.keywords:
-                    for k in reversed(x.keywords):
+                keywords = x.keywords
+                if keywords:
+                    for k in reversed(keywords):
                         push(k.value)
                 args = x.args
                 if args:
-                    stack += args[::-1]
+                    if len(args) == 1:
+                        push(args[0])
+                    else:
+                        stack += args[::-1]
                 f = x.func
                 tf = type(f)
                 if tf is _Name:
                     raw_append((src, CALLS, scope, f.id, ""))
                 elif tf is _Attribute:
-                    parts = [f.attr]
                     v = f.value
+                    if type(v) is _Name:
+                        raw_append((src, CALLS, scope, v.id, "." + f.attr))
+                        continue
+                    parts = [f.attr]
                     while type(v) is _Attribute:
                         parts.append(v.attr)
                         v = v.value
@@ -933,7 +974,7 @@ class _Extractor:
                         parts.reverse()
                         raw_append((src, CALLS, scope, v.id, ".".join(parts)))
                     else:
-                        push(v)
+                        push(v)  # f().x(), a[0].b(), "".join()
                 else:
                     push(f)
             elif t is _Name or t is _Constant:
@@ -944,6 +985,21 @@ class _Extractor:
                     v = v.value
                 if type(v) is not _Name:
                     push(v)
+            elif t is _Tuple or t is _List:
+                stack += x.elts[::-1]
+            elif t is _BinOp:
+                push(x.right)
+                push(x.left)
+            elif t is _Subscript:
+                push(x.slice)
+                push(x.value)
+            elif t is _Compare:
+                stack += x.comparators[::-1]
+                push(x.left)
+            elif t is _UnaryOp:
+                push(x.operand)
+            elif t is _BoolOp:
+                stack += x.values[::-1]
             elif t is _Lambda:
                 self._lambda(x, scope, src)
             elif t in _COMPREHENSIONS:
@@ -955,7 +1011,7 @@ class _Extractor:
                     s = s.parent
                 s.bind(x.target.id, None)
             else:
-                names = fields.get(t)
+                names = _EXPR_FIELDS.get(t)
                 if names is None:
                     if not isinstance(x, ast.AST):
                         continue
