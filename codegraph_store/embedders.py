@@ -120,6 +120,8 @@ class SentenceTransformerEmbedder:
         self.name = name or str(getattr(model, "model_name", None) or type(model).__name__)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidTypeError("embed takes a sequence of str")
         vectors = np.asarray(self._model.encode(list(texts)), dtype=np.float32)
         if vectors.shape != (len(texts), self.dim):
             raise InvalidArgumentError(
@@ -132,6 +134,8 @@ BUILT_IN = {"hashing": HashingEmbedder}
 
 def get_embedder(spec: str) -> Embedder:
     """A built-in embedder by name: ``hashing`` or ``hashing-<dim>``."""
+    if not isinstance(spec, str):
+        raise InvalidTypeError(f"embedder name must be a str, got {type(spec).__name__}")
     name, _, dim = spec.partition("-")
     if name not in BUILT_IN:
         raise NotFoundError(f"unknown embedder {spec!r}; built in: {', '.join(BUILT_IN)}")

@@ -78,6 +78,7 @@ class Embeddings:
         self._pools: dict[int, Pool] = {}
         self._lock = threading.Lock()
         self._touched: set[int] = set()
+        self._seen_seq = -1
         self.progress: Callable[[str, int, int], None] | None = None
 
     def close(self) -> None:
@@ -113,8 +114,10 @@ class Embeddings:
 
     @staticmethod
     def ensure_space(conn: apsw.Connection, name: str, dim: int, metric: str) -> Space:
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidArgumentError("space name must be a non-empty str")
+        if not isinstance(name, str):
+            raise InvalidTypeError(f"space must be a str, got {type(name).__name__}")
+        if not name.strip():
+            raise InvalidArgumentError("space name must not be empty")
         if metric not in METRICS:
             raise InvalidArgumentError(f"metric must be one of {METRICS}, got {metric!r}")
         row = conn.execute("SELECT id, name, dim, metric FROM spaces WHERE name = ?", (name,)).fetchone()
@@ -132,19 +135,23 @@ class Embeddings:
 
     # ----------------------------------------------------------------- writes
 
-    def write(self, conn: apsw.Connection, space: Space, node_ids: list[int],
-              vectors: np.ndarray) -> None:
-        """Upsert vectors inside the caller's transaction, assigning pool slots."""
+    @staticmethod
+    def check_targets(conn: apsw.Connection, node_ids: list[int], vectors: np.ndarray) -> None:
+        """Refuse vectors for missing or repeated nodes, before anything is written."""
         if len(node_ids) != vectors.shape[0]:
             raise InvalidArgumentError(f"{len(node_ids)} node ids but {vectors.shape[0]} vectors")
         if len(set(node_ids)) != len(node_ids):
             raise InvalidArgumentError("node ids repeat within one call")
-        ids_json = json.dumps(node_ids)
         known = {r[0] for r in conn.execute(
-            "SELECT id FROM nodes WHERE id IN (SELECT value FROM json_each(?))", (ids_json,))}
+            "SELECT id FROM nodes WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(node_ids),))}
         missing = [i for i in node_ids if i not in known]
         if missing:
             raise NotFoundError(f"no node with id {missing[0]} ({len(missing)} missing)")
+
+    def write(self, conn: apsw.Connection, space: Space, node_ids: list[int],
+              vectors: np.ndarray) -> None:
+        """Upsert vectors inside the caller's transaction, assigning pool slots."""
+        ids_json = json.dumps(node_ids)
         existing = dict(conn.execute(
             "SELECT node_id, slot FROM embeddings WHERE space_id = ? AND node_id IN"
             " (SELECT value FROM json_each(?))", (space.id, ids_json)))
@@ -180,13 +187,18 @@ class Embeddings:
         self._touched.clear()
 
     def after_commit(self, conn: apsw.Connection) -> None:
-        """Apply the committed changes to the pools of the spaces written."""
-        touched, self._touched = self._touched, set()
-        if not touched or not self.writable:
+        """Apply the committed changes to the pools. Deleting nodes deletes their
+        vectors by cascade, unseen by :meth:`write`, so the change log itself
+        says whether anything moved."""
+        self._touched.clear()
+        if not self.writable:
             return
+        seq = _current_seq(conn)
+        if seq == self._seen_seq:
+            return
+        self._seen_seq = seq
         for space in self.spaces(conn):
-            if space.id in touched:
-                self.pool(conn, space)
+            self.pool(conn, space)
 
     # ----------------------------------------------------------------- pools
 
@@ -224,19 +236,26 @@ class Embeddings:
             seq = _current_seq(conn)
             pruned = conn.execute("SELECT pruned_through FROM spaces WHERE id = ?",
                                   (space.id,)).fetchone()[0]
+            pool._rw.acquire(True)  # no scan may run while the descriptor changes
             try:
                 pool.ensure_open()
             except OSError:
                 pool.close()
                 pool.path = None  # unreadable or unwritable beside the database: in memory
+            finally:
+                pool._rw.release(True)
             with pool.lock(exclusive=False):
                 current = self._refreshed(pool)
             if current and pool.header.applied_seq == seq:
                 return
             if not self.writable and pool.path is not None:
                 # A read-only store never writes the file: continue in memory.
-                pool.close()
-                pool.path = None
+                pool._rw.acquire(True)
+                try:
+                    pool.close()
+                    pool.path = None
+                finally:
+                    pool._rw.release(True)
             with pool.lock(exclusive=True):
                 current = self._refreshed(pool)
                 if not current or not (pruned <= pool.header.applied_seq <= seq):

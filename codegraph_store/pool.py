@@ -30,6 +30,7 @@ import fcntl
 import mmap
 import os
 import struct
+import threading
 import zlib
 import numpy as np
 
@@ -47,6 +48,7 @@ _FIXED = struct.Struct("<8sIIIIII QQ 16s Q")
 _CAPS = struct.Struct(f"<{MAX_SEGMENTS}Q")
 _CRC_AT = _FIXED.size + _CAPS.size
 _ALIGN = 64
+F16_MAX = 65504.0
 
 
 class PoolDamaged(Exception):
@@ -146,6 +148,10 @@ class Pool:
         self.header: Header | None = None
         self.segments: list[Segment] = []
         self._live_cache: tuple[int, list[np.ndarray]] | None = None
+        self._rw = RWLock()
+        self._flock_guard = threading.Lock()
+        self._shared_holders = 0
+        self._locked_fd: int | None = None
 
     # ------------------------------------------------------------ mapping
 
@@ -279,7 +285,14 @@ class Pool:
     # ------------------------------------------------------------ locking
 
     def lock(self, exclusive: bool):
-        return _FileLock(self._fd, exclusive)
+        """Other processes: flock on the file. Other threads of this process share
+        the descriptor (flock does not separate them), so an in-process
+        reader/writer lock is taken too."""
+        return _PoolLock(self, exclusive)
+
+    def reading(self):
+        """Held while scanning: no thread or process may remap or rewrite meanwhile."""
+        return _PoolLock(self, False)
 
     # ------------------------------------------------------------ writes
 
@@ -323,7 +336,10 @@ class Pool:
         if self.dtype == "float32":
             return vecs.view(np.uint8), ones
         if self.dtype == "float16":
-            return np.ascontiguousarray(vecs.astype(np.float16)).view(np.uint8), ones
+            # Beyond f16's range a value saturates instead of becoming inf; exact
+            # rescoring from the f32 rows keeps the returned scores right.
+            clipped = np.clip(vecs, -F16_MAX, F16_MAX)
+            return np.ascontiguousarray(clipped.astype(np.float16)).view(np.uint8), ones
         from . import kernel  # the compiled kernel loads on first use of a pool
         q, scales = kernel.quantize_int8(vecs)
         return q.view(np.uint8), scales.astype(np.float32)
@@ -395,18 +411,72 @@ def bitmap_from_mask(mask: np.ndarray) -> np.ndarray:
     return np.packbits(padded, bitorder="little").view(np.uint64)
 
 
-class _FileLock:
-    """flock on the pool file for the duration of a with-block (no-op in memory)."""
+class RWLock:
+    """Many readers or one writer, among the threads of one process."""
 
-    def __init__(self, fd: int | None, exclusive: bool):
-        self._fd = fd
-        self._op = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    def acquire(self, exclusive: bool) -> None:
+        with self._cond:
+            if exclusive:
+                while self._writer or self._readers:
+                    self._cond.wait()
+                self._writer = True
+            else:
+                while self._writer:
+                    self._cond.wait()
+                self._readers += 1
+
+    def release(self, exclusive: bool) -> None:
+        with self._cond:
+            if exclusive:
+                self._writer = False
+            else:
+                self._readers -= 1
+            self._cond.notify_all()
+
+
+class _PoolLock:
+    """The in-process lock, then flock on the pool file (none for in-memory pools).
+
+    Shared holders count per process: the file lock is taken by the first
+    reader thread and dropped by the last, so one thread's unlock can never
+    release another's hold."""
+
+    def __init__(self, pool: "Pool", exclusive: bool):
+        self._pool = pool
+        self._exclusive = exclusive
 
     def __enter__(self):
-        if self._fd is not None:
-            fcntl.flock(self._fd, self._op)
+        pool = self._pool
+        pool._rw.acquire(self._exclusive)
+        try:
+            with pool._flock_guard:
+                if self._exclusive or pool._shared_holders == 0:
+                    if pool._fd is not None:
+                        fcntl.flock(pool._fd, fcntl.LOCK_EX if self._exclusive else fcntl.LOCK_SH)
+                    pool._locked_fd = pool._fd
+                if not self._exclusive:
+                    pool._shared_holders += 1
+        except BaseException:
+            pool._rw.release(self._exclusive)
+            raise
         return self
 
     def __exit__(self, *exc):
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        pool = self._pool
+        try:
+            with pool._flock_guard:
+                if not self._exclusive:
+                    pool._shared_holders -= 1
+                if (self._exclusive or pool._shared_holders == 0) and pool._locked_fd is not None:
+                    try:
+                        fcntl.flock(pool._locked_fd, fcntl.LOCK_UN)
+                    except OSError:
+                        pass  # the descriptor was closed (and its lock with it) meanwhile
+                    pool._locked_fd = None
+        finally:
+            pool._rw.release(self._exclusive)

@@ -37,7 +37,8 @@ class SearchHit:
 
 @attrs.frozen
 class ContextItem:
-    """One piece of retrieved context: why it was picked and the text it brings."""
+    """One piece of retrieved context: why it was picked, its relevance (1/rank for
+    matches, halved per graph hop) and the text it brings."""
 
     node: Node
     score: float
@@ -85,6 +86,11 @@ def filter_slots(conn: apsw.Connection, space: Space, kinds, files, ids) -> np.n
     if files is not None:
         if isinstance(files, str):
             files = [files]
+        if isinstance(files, (bytes, dict)) or not isinstance(files, Iterable):
+            raise InvalidTypeError(f"files must be a path or an iterable of paths, got {files!r}")
+        files = list(files)
+        if not files:
+            return np.empty(0, dtype=np.int64)
         exact, prefixes = [], []
         for f in files:
             (prefixes if check_path(f).endswith("/") else exact).append(f)
@@ -129,17 +135,21 @@ def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query:
     k = check_k(k)
     space = embeddings.space(conn, space_name)
     queries = check_vectors(query, space.dim, "query")
-    if space.metric == "cosine" and not np.all(np.linalg.norm(queries, axis=1) > 0):
+    norms = np.linalg.norm(queries.astype(np.float64), axis=1)
+    if space.metric == "cosine" and not np.all(norms > 0):
         raise InvalidArgumentError("a query vector is all zeros; cosine similarity is undefined")
     slots = filter_slots(conn, space, kinds, files, ids)
     pool = embeddings.pool(conn, space)
-    fetch = k * OVERFETCH[pool.dtype]
+    fetch = min(k, pool.capacity) * OVERFETCH[pool.dtype]
     if pool.dtype != "float32":
         fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
+    fetch = max(1, min(fetch, pool.capacity))  # k may exceed the vectors: return them all
     scan_q = queries
     if pool.normalized:
-        scan_q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    with pool.lock(exclusive=False):
+        scan_q = (queries.astype(np.float64) / norms[:, None]).astype(np.float32)
+    if slots is not None and len(slots) == 0:
+        return space, [[] for _ in range(queries.shape[0])]
+    with pool.reading():
         allows = None if slots is None else pool.slot_bitmaps(slots)
         cand, _approx = pool.scan(np.ascontiguousarray(scan_q, np.float32), fetch, allows,
                                   threads, simd_threshold)
@@ -182,31 +192,38 @@ def node_text(node: Node, limit: int = MAX_ITEM_CHARS) -> str:
 
 def build_context(conn: apsw.Connection, load_nodes, hits: list[tuple[int, float]], hops: int,
                   budget: int, query: str | None) -> Context:
-    """Hits expanded through callers, callees and containers, ranked, cut to ``budget`` chars."""
+    """Hits expanded through callers, callees and containers, ranked, cut to ``budget`` chars.
+
+    Ranking uses the hits' rank, not their raw scores (which mean different things
+    per metric and may be negative): the i-th hit has relevance 1/(i+1), and a
+    neighbour HOP_DECAY times the relevance of what led to it, per hop.
+    """
     best: dict[int, tuple[float, str]] = {}
-    for node_id, score in hits:
-        best[node_id] = (score, "match")
-    frontier = [(node_id, score) for node_id, score in hits]
+    frontier: list[tuple[int, float]] = []
+    for rank, (node_id, _score) in enumerate(hits):
+        relevance = 1.0 / (rank + 1)
+        best[node_id] = (relevance, "match")
+        frontier.append((node_id, relevance))
     for hop in range(1, hops + 1):
         nxt = []
+        by_source = dict(frontier)
         for direction, kind, label in CONTEXT_EDGES:
-            by_source = {node_id: score for node_id, score in frontier}
             for frm, to in graph.expand_level(conn, list(by_source), direction, [kind]):
-                score = by_source[frm] * (HOP_DECAY ** hop)
-                if to not in best or best[to][0] < score:
-                    best[to] = (score, f"{label} a match" if hop == 1 else f"{hop} hops from a match")
-                    nxt.append((to, score))
+                relevance = by_source[frm] * HOP_DECAY
+                if to not in best or best[to][0] < relevance:
+                    best[to] = (relevance, f"{label} a match" if hop == 1 else f"{hop} hops from a match")
+                    nxt.append((to, relevance))
         frontier = nxt
     ranked = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))
     nodes = {n.id: n for n in load_nodes([i for i, _ in ranked]) if n is not None}
     items, used = [], 0
-    for node_id, (score, reason) in ranked:
+    for node_id, (relevance, reason) in ranked:
         node = nodes.get(node_id)
         if node is None or node.kind == NodeKind.MODULE and reason != "match":
             continue  # a whole module is too coarse to be context for a neighbour
         text = node_text(node)
         if used + len(text) > budget:
             continue
-        items.append(ContextItem(node, score, reason, text))
+        items.append(ContextItem(node, relevance, reason, text))
         used += len(text)
     return Context(query, tuple(items), budget, used)

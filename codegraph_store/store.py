@@ -691,6 +691,7 @@ class Store:
             return 0
         with self._write() as buf:
             buf.flush()
+            self._embeddings.check_targets(self._writer, ids, vecs)
             target = self._embeddings.ensure_space(self._writer, space, vecs.shape[1], metric)
             check_vectors(vecs, target.dim)
             self._embeddings.write(self._writer, target, ids, vecs)

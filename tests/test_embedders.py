@@ -259,9 +259,6 @@ def test_adapter_model_errors_propagate_unchanged():
         e.embed(["x"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: SentenceTransformerEmbedder.embed does list(texts) "
-                   "without a type check: embed('abc') embeds the characters 'a', 'b', 'c' and "
-                   "returns 3 rows (HashingEmbedder refuses a str with InvalidTypeError)")
 def test_adapter_refuses_a_single_string():
     e = SentenceTransformerEmbedder(FakeModel(dim=4))
     with pytest.raises(InvalidTypeError):
@@ -306,8 +303,6 @@ def test_get_embedder_bad_dimensions(spec):
         get_embedder(spec)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: get_embedder calls spec.partition without a type "
-                   "check, so get_embedder(None) / (384) raise AttributeError, not InvalidTypeError")
 @pytest.mark.parametrize("spec", [None, 384])
 def test_get_embedder_refuses_non_strings(spec):
     with pytest.raises(InvalidTypeError):

@@ -660,42 +660,43 @@ GEN_PATHS = ("pkg/__init__.py", "pkg/a.py", "pkg/b.py", "pkg/c.py", "pkg/sub/__i
              "pkg/c/__init__.py",
              # outside the package: relative imports from here never resolve
              "top.py")
-# Few names, so that what one module imports another one likely defines.
-GEN_IMPORTS = (
-    "from .a import f", "from .a import g as h", "from .b import C", "from .b import f as g",
-    "from .c import g", "from .a import C as K", "from . import f", "from pkg import C",
-    "from pkg import f as h", "from pkg.sub import g", "from .d import K",
-    "from pkg.sub.e import C as K", "from .b import g", "from .a import g", "from . import a",
-    "from .. import b as A", "from ..sub import d", "import pkg.a as A", "import pkg.b as A",
-    "import pkg.c as A", "from .sub import d as A", "import pkg", "import pkg.sub.d",
-    "from .c import *", "from pkg.a import *", "from top import C", "import top as A",
-    "from .e import K as C",
-)
-GEN_CALLS = ("f", "g", "h", "C", "K", "C.m", "K.n", "A.f", "A.g", "A.C", "A.C.m", "A.K.n",
-             "a.f", "a.C.m", "d.K", "d.K.m", "pkg.f", "pkg.C.m", "pkg.sub.g", "pkg.a.C.n",
-             "pkg.sub.d.K.m", "self.m", "self.n")
-GEN_BASES = (None, "C", "K", "A.C", "A.K", "pkg.C", "d.K", "a.C", "h", "object")
-GEN_DECORATORS = (None, "f", "A.f", "g", "pkg.V0", "a", "pkg.a", "C.m", "K")
+GEN_MODULES = ("pkg", "pkg.a", "pkg.b", "pkg.c", "pkg.sub", "pkg.sub.d", "pkg.sub.e", "top")
+# Few names, so that what one module imports another one likely defines, or
+# imports again from a third one (alias chains), or re-exports in __init__.py.
 GEN_FUNCS = ("f", "g")
 GEN_CLASSES = ("C", "K")
 GEN_METHODS = ("m", "n")
+GEN_CALLS = ("f", "g", "C", "K", "C.m", "K.n", "A.f", "A.g", "A.C", "A.C.m", "A.K.n",
+             "pkg.f", "pkg.C.m", "pkg.sub.K.n", "pkg.a.g", "top.C.m", "self.m", "self.n",
+             "self.m", "self.n")
+GEN_BASES = (None, "C", "K", "A.C", "A.K", "pkg.C", "pkg.sub.K", "top.K")
+GEN_DECORATORS = (None, "f", "A.g", "pkg.V0", "A", "C.m")
 
+# An import is (form, module, name, asname, relative):
+#   from: `from <module> import <name> [as <asname>]`
+#   mod:  `import <module> as A` (relative: `from <parent> import <leaf> as A`),
+#         or `import <module>` when asname is None
+#   star: `from <module> import *`
+import_s = st.tuples(st.sampled_from(("from", "from", "from", "mod", "star")),
+                     st.sampled_from(GEN_MODULES), st.sampled_from(GEN_FUNCS + GEN_CLASSES),
+                     st.sampled_from((None, None, None, "f", "C", "A")), st.booleans())
 calls_s = st.lists(st.sampled_from(GEN_CALLS), max_size=3).map(tuple)
 method_s = st.tuples(st.sampled_from(GEN_METHODS), calls_s)
 def_s = st.one_of(
     # ("def", name, calls, decorator, nested function calling `calls` too)
     st.tuples(st.just("def"), st.sampled_from(GEN_FUNCS), calls_s,
               st.sampled_from(GEN_DECORATORS), st.booleans()),
+    # ("class", name, base, methods)
     st.tuples(st.just("class"), st.sampled_from(GEN_CLASSES), st.sampled_from(GEN_BASES),
               st.lists(method_s, min_size=1, max_size=2).map(tuple)),
 )
 module_s = st.fixed_dictionaries({
-    "imports": st.lists(st.sampled_from(GEN_IMPORTS), min_size=1, max_size=4).map(tuple),
+    "imports": st.lists(import_s, min_size=1, max_size=4).map(tuple),
     "top": st.lists(st.sampled_from(GEN_CALLS), max_size=1).map(tuple),
-    "defs": st.lists(def_s, min_size=1, max_size=4).map(tuple),
+    "defs": st.lists(def_s, min_size=2, max_size=4).map(tuple),
     "broken": st.integers(0, 7).map(lambda x: x == 0),
 })
-tree_s = st.dictionaries(st.sampled_from(GEN_PATHS), module_s, min_size=3, max_size=6)
+tree_s = st.dictionaries(st.sampled_from(GEN_PATHS), module_s, min_size=4, max_size=7)
 ix = st.integers(0, 7)
 edit_s = st.one_of(
     st.tuples(st.just("add_def"), ix, def_s),
@@ -705,15 +706,49 @@ edit_s = st.one_of(
     st.tuples(st.just("set_base"), ix, ix, st.sampled_from(GEN_BASES)),
     st.tuples(st.just("add_module"), st.sampled_from(GEN_PATHS), module_s),
     st.tuples(st.just("del_module"), ix),
-    st.tuples(st.just("set_import"), ix, ix, st.sampled_from(GEN_IMPORTS)),
+    st.tuples(st.just("set_import"), ix, ix, import_s),
     st.tuples(st.just("del_import"), ix, ix),
     st.tuples(st.just("toggle_broken"), ix),
+    # a comment at the top: the same symbols, shifted one line down
+    st.tuples(st.just("touch"), ix),
     st.tuples(st.just("rerun")),
 )
 
 
-def render(mod: dict) -> str:
-    lines = list(mod["imports"])
+def render_module_ref(path: str, module: str, relative: bool) -> str:
+    """How the file at ``path`` names ``module`` in a from-import."""
+    if not relative:
+        return module
+    parts = path[:-3].split("/")
+    package = parts[:-1]  # for __init__.py the package is the directory itself
+    target = module.split(".")
+    level = 1
+    while package:
+        if target[:len(package)] == package:
+            return "." * level + ".".join(target[len(package):])
+        package = package[:-1]
+        level += 1
+    return "." * level + module  # beyond the top: never resolves
+
+
+def render_import(path: str, imp: tuple) -> str:
+    form, module, name, asname, relative = imp
+    if form == "star":
+        return f"from {render_module_ref(path, module, relative)} import *"
+    if form == "mod":
+        if asname is None:
+            return f"import {module}"
+        parent, _, leaf = module.rpartition(".")
+        if relative and parent:
+            return f"from {render_module_ref(path, parent, True)} import {leaf} as A"
+        return f"import {module} as A"
+    ref = render_module_ref(path, module, relative)
+    return f"from {ref} import {name}" + (f" as {asname}" if asname and asname != name else "")
+
+
+def render(path: str, mod: dict) -> str:
+    lines = ["# touched"] * mod.get("touched", 0)
+    lines += [render_import(path, imp) for imp in mod["imports"]]
     for i, expr in enumerate(mod["top"]):
         lines.append(f"V{i} = {expr}()")
     for d in mod["defs"]:
@@ -757,6 +792,8 @@ def apply_edit(tree: dict, edit: tuple) -> dict:
         del tree[path]
     elif op == "toggle_broken":
         mod["broken"] = not mod["broken"]
+    elif op == "touch":
+        mod["touched"] = mod.get("touched", 0) + 1
     elif op == "add_def":
         defs.append(edit[2])
     elif op == "set_import":
@@ -776,7 +813,7 @@ def apply_edit(tree: dict, edit: tuple) -> dict:
         elif d[0] == "def":
             defs[i] = (d[0], d[1], edit[3]) + d[3:]
         else:
-            methods = list(d[3]) or [("m0", ())]
+            methods = list(d[3]) or [("m", ())]
             methods[0] = (methods[0][0], edit[3])
             defs[i] = d[:3] + (tuple(methods),)
     elif op == "set_base":
@@ -790,7 +827,7 @@ def apply_edit(tree: dict, edit: tuple) -> dict:
 
 def materialize(root: str, tree: dict) -> None:
     """Make the files under root exactly the rendered tree (rewriting only changed files)."""
-    wanted = {p: render(m).encode("utf-8") for p, m in tree.items()}
+    wanted = {p: render(p, m).encode("utf-8") for p, m in tree.items()}
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             rel = os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/")
@@ -835,7 +872,7 @@ def check_incremental_sequence(tree: dict, edits: list) -> None:
                 index_tree(store, root, jobs=1)
                 diff = dump_diff(dump(store), fresh_dump(root, tmp))
                 assert not diff, f"after edit {step} {edit!r}:\n{diff}\n" + "\n".join(
-                    f"--- {p}\n{render(m)}" for p, m in sorted(tree.items()))
+                    f"--- {p}\n{render(p, m)}" for p, m in sorted(tree.items()))
             assert store.check().ok
 
 

@@ -155,9 +155,12 @@ class StoreMachine(RuleBasedStateMachine):
 
     # ---------------------------------------------------------------- operations
 
-    def draw_op(self, data, model: Model) -> tuple:
-        """One write, valid against ``model`` (the state inside the transaction)."""
-        choices = ["add_nodes", "delete_nodes", "delete_edges"]
+    def draw_op(self, data, model: Model, bulk: bool = False) -> tuple:
+        """One write, valid against ``model`` (the state inside the transaction).
+
+        ``bulk``: upserts only, since bulk_load() refuses deletes.
+        """
+        choices = ["add_nodes"] if bulk else ["add_nodes", "delete_nodes", "delete_edges"]
         if model.nodes:
             choices += ["add_edges", "add_edges"]
         kind = data.draw(st.sampled_from(choices))
@@ -249,7 +252,7 @@ class StoreMachine(RuleBasedStateMachine):
         try:
             with block():
                 for k in range(count):
-                    self.apply(self.draw_op(data, working), working)
+                    self.apply(self.draw_op(data, working, bulk), working)
                     if k == fail_after:
                         raise Boom
                 self.check_reads(working)  # the transaction sees its own writes
@@ -295,7 +298,7 @@ class StoreMachine(RuleBasedStateMachine):
         try:
             with block():
                 for _ in range(data.draw(st.integers(0, 3))):
-                    self.apply(self.draw_op(data, working), working)
+                    self.apply(self.draw_op(data, working, bulk), working)
                 missing = data.draw(st.sampled_from([i for i in IDS + [NEVER] if i not in working.nodes]))
                 src = data.draw(st.sampled_from(sorted(working.nodes) or [missing]))
                 edge = Edge(src, data.draw(st.sampled_from(EDGE_KINDS)), missing)
@@ -311,6 +314,26 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             raise AssertionError("a dangling edge was committed")
         # self.model is unchanged: the whole transaction was rolled back
+
+    @rule(data=st.data())
+    def deletes_refused_in_bulk_load(self, data):
+        """A delete inside bulk_load() raises TransactionError and queues nothing; the
+        load goes on and commits."""
+        working = self.model.copy()
+        with self.store.bulk_load():
+            self.apply(self.draw_op(data, working, bulk=True), working)
+            op = data.draw(st.sampled_from(["delete_nodes", "delete_edges"]))
+            try:
+                if op == "delete_nodes":
+                    self.store.delete_nodes(data.draw(st.lists(st.sampled_from(IDS), min_size=1)))
+                else:
+                    self.store.delete_edges(sorted(working.edges)[:1] or [(1, 2, 3)])
+            except errors.TransactionError:
+                pass
+            else:
+                raise AssertionError(f"{op} inside bulk_load() was not refused")
+            self.apply(self.draw_op(data, working, bulk=True), working)
+        self.model = working
 
     # ---------------------------------------------------------------- invariants
 

@@ -585,14 +585,15 @@ def test_check_reports_a_dangling_edge_and_bad_metadata_written_through_raw_sql(
 
 def test_compact_shrinks_the_file_and_keeps_the_data(store, store_path):
     keep = [build_node(f"keep{i}", metadata={"i": i}) for i in range(5)]
-    junk = [build_node(f"junk{i}", file="junk.py", metadata={"pad": os.urandom(800).hex()})
+    # random hex: 4 bits of entropy per character, so each record stays >= 1200 bytes
+    junk = [build_node(f"junk{i}", file="junk.py", metadata={"pad": os.urandom(1200).hex()})
             for i in range(300)]
     store.add_nodes(keep + junk)
     store.add_edges([Edge(keep[0].id, CALLS, keep[1].id)])
     store.compact()
     size_full = os.path.getsize(store_path)
     assert store.stats()["wal_bytes"] == 0
-    assert size_full > 300 * 1600
+    assert size_full > 300 * 1200
     assert store.delete_file("junk.py") == 300
     before = dump(store)
     store.compact()
@@ -600,7 +601,7 @@ def test_compact_shrinks_the_file_and_keeps_the_data(store, store_path):
     assert st["wal_bytes"] == 0
     size_after = os.path.getsize(store_path)
     assert st["file_bytes"] == size_after
-    assert size_after < size_full - 300 * 1600 * 0.9  # the junk's pages are gone
+    assert size_full - size_after > 300 * 1000  # the junk's pages are gone
     assert dump(store) == before
     assert store.check().ok
     store.close()
@@ -955,6 +956,25 @@ def _workload(s: Store) -> None:
     s.delete_file("e.py")
 
 
+def _load_workload(s: Store) -> None:
+    """Upserts only (bulk_load refuses deletes): adds, replacements, edge metadata updates,
+    edges added before their nodes, and reads in between."""
+    files = ["a.py", "b.py", "c/d.py"]
+    nodes = [build_node(f"n{i}", ["function", "class", "method"][i % 3], file=files[i % 3],
+                        start_line=i + 1, end_line=i + 3,
+                        metadata=None if i % 4 == 0 else {"i": i, "pad": "p" * (i * 97 % 2000)})
+             for i in range(40)]
+    s.add_nodes(nodes[:25])
+    s.add_edges([Edge(nodes[i].id, CALLS, nodes[(i * 7 + 3) % 40].id, {"i": i}) for i in range(25)])
+    assert s.get_node(nodes[3].id) == nodes[3]
+    s.add_nodes(nodes[25:])  # some edges above pointed at these
+    s.add_edges([Edge(nodes[i].id, EdgeKind((i % 5) + 1), nodes[(i * 11) % 40].id) for i in range(40)])
+    assert s.callees(nodes[1].id) == by_id(nodes[10], nodes[11])
+    s.add_nodes([build_node("n5", "class", file="c/d.py", start_line=9, end_line=9, metadata="replaced")])
+    s.add_edges([Edge(nodes[0].id, CALLS, nodes[3].id, "replaced")])
+    s.add_nodes([nodes[7], build_node("n7", file="b.py", metadata=[1, 2])])  # same id twice
+
+
 def test_bulk_load_gives_the_same_result_as_transaction(open_store, tmp_path):
     results = []
     for mode, buffer in [("transaction", 1000), ("bulk_load", 1000), ("bulk_load", 4),
@@ -962,7 +982,7 @@ def test_bulk_load_gives_the_same_result_as_transaction(open_store, tmp_path):
         s = open_store(tmp_path / f"{mode}{buffer}.cgdb",
                        config={"io_optimization": {"write_buffer_size": buffer}})
         with getattr(s, mode)():
-            _workload(s)
+            _load_workload(s)
         results.append(dump(s))
         assert s.check().ok
         # the secondary indexes exist again after a bulk load
@@ -972,7 +992,9 @@ def test_bulk_load_gives_the_same_result_as_transaction(open_store, tmp_path):
         conn.close()
         assert {"nodes_by_name", "nodes_by_qualname", "nodes_by_file_line",
                 "edges_by_dst"} <= names
-    assert len(results[0][0]) == 39 and len(results[0][1]) > 40
+    assert len(results[0][0]) == 40 and len(results[0][1]) == 65
+    n7 = build_node("n7", file="b.py", metadata=[1, 2])
+    assert n7 in results[0][0]
     assert results[1] == results[0]
     assert results[2] == results[0]
     assert results[3] == results[0]
@@ -982,14 +1004,49 @@ def test_bulk_load_rolls_back_on_exception_and_restores_indexes(store):
     a = build_node("a")
     store.add_nodes([a])
     before = dump(store)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(KeyError):
         with store.bulk_load():
             store.add_nodes([build_node(f"x{i}") for i in range(50)])
-            store.delete_nodes([a.id])
-            raise RuntimeError
+            store.add_nodes([build_node("a", metadata="replaced")])
+            assert store.get_node(a.id).metadata == "replaced"
+            raise KeyError
     assert dump(store) == before
     assert store.find("a") == [a]
     assert store.check().ok
+
+
+def test_deletes_are_refused_inside_bulk_load(store):
+    a, b = build_node("a"), build_node("b")
+    store.add_nodes([a, b])
+    store.add_edges([Edge(a.id, CALLS, b.id)])
+    c = build_node("c")
+    with store.bulk_load():
+        store.add_nodes([c])
+        with pytest.raises(errors.TransactionError):
+            store.delete_nodes([a.id])
+        with pytest.raises(errors.TransactionError):
+            store.delete_edges([(a.id, CALLS, b.id)])
+        store.add_edges([Edge(c.id, CALLS, a.id)])
+    # the refused deletes did nothing; the rest of the load committed
+    assert list(store.iter_nodes()) == by_id(a, b, c)
+    assert list(store.iter_edges()) == sorted([Edge(a.id, CALLS, b.id), Edge(c.id, CALLS, a.id)],
+                                              key=lambda e: e.src)
+    assert store.check().ok
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: Store.delete_file is not refused inside bulk_load() "
+                   "like delete_nodes/delete_edges: foreign keys are off there, so the file row "
+                   "goes without its nodes, delete_file returns a count, and the commit then fails "
+                   "with a DanglingEdgeError 'rows of nodes refer to rows that do not exist'")
+def test_delete_file_inside_bulk_load_is_refused(store):
+    a = build_node("a", file="a.py")
+    store.add_nodes([a])
+    c = build_node("c", file="c.py")
+    with store.bulk_load():
+        store.add_nodes([c])
+        with pytest.raises(errors.TransactionError):
+            store.delete_file("a.py")
+    assert list(store.iter_nodes()) == by_id(a, c)
 
 
 def _queries(s: Store) -> list:
@@ -1069,8 +1126,9 @@ def test_delete_file_then_re_add_same_file_in_one_transaction(store):
 # ---------------------------------------------------------------------- staleness
 
 
-def test_second_store_object_commit_is_seen_immediately(open_store):
-    s1 = open_store()
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no-cache"])
+def test_second_store_object_commit_is_seen_immediately(open_store, cache):
+    s1 = open_store(config={"memory_optimization": {"enable_cache": cache}})
     s2 = open_store()
     a, b = build_node("a", metadata={"v": 1}), build_node("b")
     s1.add_nodes([a, b])

@@ -488,9 +488,9 @@ class _Extractor:
                            '{"docstring":' + _esc(doc) + "}" if doc else None)
         frame = _Frame(mod_id, module, MODULE, scope)
         self.module_frame = frame
-        # One top-level statement at a time, each freed as soon as it is done:
-        # its syntax tree is still in the CPU cache then, and freeing a big tree
-        # later (after walking the rest of the file) costs as much again.
+        # One top-level statement at a time, each subtree freed as soon as it is
+        # done (while it is still in the CPU cache), which also keeps the peak
+        # memory of a big file down. Nothing kept refers to the tree.
         body = tree.body
         del tree
         for i in range(len(body)):
@@ -953,7 +953,10 @@ class _Extractor:
                 args = x.args
                 if args:
                     if len(args) == 1:
-                        push(args[0])
+                        a = args[0]
+                        ta = type(a)
+                        if ta is not _Name and ta is not _Constant:
+                            push(a)
                     else:
                         stack += args[::-1]
                 f = x.func
@@ -1081,7 +1084,8 @@ class _Extractor:
         lookup = self._lookup
         star = self.star
         missing = _MISSING
-        for src, kind, scope, name, suffix in self.raw:
+        # Identical raw refs (the same call made twice in a scope) resolve alike.
+        for src, kind, scope, name, suffix in dict.fromkeys(self.raw):
             if scope is None:
                 out[(src, kind, name)] = None
                 continue
