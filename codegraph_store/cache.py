@@ -1,4 +1,4 @@
-"""A thread-safe LRU cache of decoded nodes, bounded by entries and by bytes.
+"""A thread-safe LRU cache of node rows, bounded by entries and by bytes.
 
 Staleness is handled by the store, not here: it clears the cache when any
 connection sees another commit (``PRAGMA data_version``). ``epoch`` counts those

@@ -80,9 +80,9 @@ def row_to_node(row: Sequence) -> Node:
 
 
 def node_size(row: Sequence) -> int:
-    """Approximate bytes a decoded node occupies, for the cache's byte bound."""
+    """Approximate bytes a cached row occupies, for the cache's byte bound."""
     blob = row[9]
-    return 240 + len(row[2]) + len(row[3]) + (0 if blob is None else 3 * len(blob))
+    return 200 + len(row[2]) + len(row[3]) + (0 if blob is None else len(blob))
 
 
 def row_to_edge(row: Sequence) -> Edge:

@@ -103,7 +103,7 @@ def filter_slots(conn: apsw.Connection, space: Space, kinds, files, ids) -> np.n
             params += [prefix, prefix[:-1] + "0"]  # '0' sorts right after '/'
         where.append("(" + " OR ".join(clauses) + ")")
     if ids is not None:
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+        if isinstance(ids, (str, bytes, dict)) or not isinstance(ids, Iterable):
             raise InvalidTypeError("ids must be an iterable of node ids")
         where.append("e.node_id IN (SELECT value FROM json_each(?))")
         params.append(json.dumps([check_node_id(i) for i in ids]))

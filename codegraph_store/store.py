@@ -12,11 +12,13 @@ commit, by this process or another (``PRAGMA data_version``).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import apsw
+import attrs
 
 from . import graph, schema, storage
 from .cache import LRUCache
@@ -78,8 +80,12 @@ class Store:
             if not os.path.exists(path):
                 raise NotFoundError(f"{path}: no such store")
             conn = self._reader()
-            with storage.translated_errors(path):
-                version = schema.inspect(conn, path)
+            try:
+                with storage.translated_errors(path):
+                    version = schema.inspect(conn, path)
+            except BaseException:
+                self.close()
+                raise
             if version == 0:
                 self.close()
                 raise NotAStoreError(f"{path}: empty file, not a codegraph store")
@@ -454,8 +460,11 @@ class Store:
     def delete_file(self, path: str) -> int:
         """Delete a file with all its nodes and their edges; returns the nodes removed."""
         path = check_path(path)
+        self._check_writable()
         with self._write() as buf:
+            buf.refuse_in_bulk()
             buf.flush()
+            buf.forget_file(path)
             conn = self._writer
             row = conn.execute("SELECT id FROM files WHERE path = ?", (path,)).fetchone()
             if row is None:
@@ -472,18 +481,19 @@ class Store:
         conn, cached = self._read_conn()
         cache = self._cache
         if cached:
-            node = cache.get(node_id)
-            if node is not None:
-                return node
+            # The cache holds rows, not Nodes: each caller gets its own metadata
+            # object, so mutating a result can never change what others read.
+            row = cache.get(node_id)
+            if row is not None:
+                return graph.row_to_node(row)
             epoch = cache.epoch
         with storage.translated_errors(self._path):
             row = conn.execute(graph.SQL["node"], (node_id,)).fetchone()
         if row is None:
             return None
-        node = graph.row_to_node(row)
         if cached:
-            cache.put_if_current(epoch, [(node_id, node, graph.node_size(row))])
-        return node
+            cache.put_if_current(epoch, [(node_id, row, graph.node_size(row))])
+        return graph.row_to_node(row)
 
     def get_nodes(self, ids: Iterable[int]) -> list[Node | None]:
         """Nodes for ``ids`` in the same order (``None`` where missing).
@@ -502,23 +512,31 @@ class Store:
             epoch = cache.epoch
             missing = []
             for i in ids:
-                node = cache.get(i)
-                if node is None:
+                row = cache.get(i)
+                if row is None:
                     missing.append(i)
                 else:
-                    found[i] = node
+                    found[i] = graph.row_to_node(row)
         if missing:
             unique = list(dict.fromkeys(missing))
             with storage.translated_errors(self._path):
                 rows = graph.fetch_node_rows(conn, unique, self._read_batch)
             fresh = []
             for row in rows:
-                node = graph.row_to_node(row)
-                found[node.id] = node
-                fresh.append((node.id, node, graph.node_size(row)))
+                found[row[0]] = graph.row_to_node(row)
+                fresh.append((row[0], row, graph.node_size(row)))
             if cached and fresh:
                 cache.put_if_current(epoch, fresh)
-        return [found.get(i) for i in ids]
+        # Duplicated ids get distinct Node objects too (metadata is mutable).
+        seen: set[int] = set()
+        out = []
+        for i in ids:
+            node = found.get(i)
+            if node is not None and i in seen:
+                node = attrs.evolve(node, metadata=copy.deepcopy(node.metadata))
+            seen.add(i)
+            out.append(node)
+        return out
 
     def find(self, name: str | None = None, *, qualname: str | None = None,
              kind: NodeKind | str | int | Iterable | None = None, file: str | None = None,
@@ -592,8 +610,7 @@ class Store:
             rows = graph.neighbor_rows(conn, node_id, direction, kinds)
         nodes = [graph.row_to_node(r) for r in rows]
         if cached and nodes:
-            self._cache.put_if_current(epoch, [(n.id, n, graph.node_size(r))
-                                               for n, r in zip(nodes, rows)])
+            self._cache.put_if_current(epoch, [(r[0], r, graph.node_size(r)) for r in rows])
         if self._prefetcher is not None and nodes:
             self._prefetcher.request([n.id for n in nodes], direction, kinds)
         return nodes

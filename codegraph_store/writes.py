@@ -108,13 +108,17 @@ class WriteBuffer:
 
     def add_nodes(self, nodes: list[Node]) -> None:
         threshold = self._compression_threshold
-        file_id = self.file_id
         encode = codec.encode
+        # Encode (and so validate) every metadata value before any files row is made.
+        blobs = [None if n.metadata is None else encode(n.metadata, threshold) for n in nodes]
+        file_id = self.file_id
         rows = [(n.id, int(n.kind), n.name, n.qualname, file_id(n.file), n.start_line,
-                 n.start_col, n.end_line, n.end_col,
-                 None if n.metadata is None else encode(n.metadata, threshold))
-                for n in nodes]
+                 n.start_col, n.end_line, n.end_col, blob) for n, blob in zip(nodes, blobs)]
         self._queue("upsert_node", rows)
+
+    def forget_file(self, path: str) -> None:
+        """The files row of ``path`` was deleted: do not hand out its id again."""
+        self._file_ids.pop(path, None)
 
     def add_node_rows(self, rows: list[tuple]) -> None:
         """Rows already in table order with encoded metadata (the indexer's path)."""
@@ -131,14 +135,14 @@ class WriteBuffer:
         self._queue("upsert_edge", rows)
 
     def delete_nodes(self, ids: Iterable[int]) -> None:
-        self._refuse_in_bulk()
+        self.refuse_in_bulk()
         self._queue("delete_node", [(i,) for i in ids])
 
     def delete_edges(self, triples: Iterable[tuple[int, int, int]]) -> None:
-        self._refuse_in_bulk()
+        self.refuse_in_bulk()
         self._queue("delete_edge", [tuple(t) for t in triples])
 
-    def _refuse_in_bulk(self) -> None:
+    def refuse_in_bulk(self) -> None:
         if self._bulk:
             raise TransactionError("deletes are not allowed inside bulk_load(): foreign keys are"
                                    " checked only at its end, so deletes would not cascade")

@@ -16,8 +16,9 @@
  *      (cg_topk).
  * After the join the per-thread heaps of each query are merged and sorted.
  *
- * Threads: opts->threads (0 = online CPUs), at most one per block; 1 runs
- * everything on the calling thread.  The caller (cffi) has released the GIL.
+ * Threads: opts->threads (0 = online CPUs), at most one per block and at
+ * most CG_MAX_THREADS; 1 runs everything on the calling thread.  The
+ * caller (cffi) has released the GIL.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -39,6 +40,8 @@
 #define CG_BLOCK_BYTES_1Q (512 * 1024)
 #define CG_BLOCK_MIN 16
 #define CG_BLOCK_MAX 8192
+/* More threads than this are never started (results do not depend on it). */
+#define CG_MAX_THREADS 256
 /* Below this many multiply-adds a call runs on one thread. */
 #define CG_MIN_PARALLEL_WORK (1 << 20)
 /* Copy / decode blocks to dense f32 when at least this many queries share them. */
@@ -397,6 +400,7 @@ static int cg_scan(const cg_pool *p, const float *queries, int64_t nq, const cg_
     J.nblocks = (n + J.block - 1) / J.block;
 
     int64_t nthreads = o->threads ? o->threads : cg_online_cpus();
+    if (nthreads > CG_MAX_THREADS) nthreads = CG_MAX_THREADS;
     if (nthreads > J.nblocks) nthreads = J.nblocks;
     if (o->block_rows == 0 && (double)n * (double)dim * (double)nq < (double)CG_MIN_PARALLEL_WORK)
         nthreads = 1;

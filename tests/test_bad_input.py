@@ -187,9 +187,6 @@ def test_bad_metadata_inside_a_transaction_rolls_it_back(db, store_path):
     assert snapshot(store_path) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: WriteBuffer.add_nodes inserts the files row of an "
-                   "earlier node of the batch before encoding a later node's bad metadata; the "
-                   "row survives when the caller catches the error and commits")
 def test_bad_metadata_caught_inside_a_transaction_writes_nothing(db, store_path):
     before = raw_dump(store_path)
     with db.transaction():
@@ -829,8 +826,6 @@ def test_search_bad_ids(vectors_db, store_path, ids, error, builtin):
     refused(store_path, error, builtin, db.search, query, k=2, ids=ids)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Store.search accepts a dict as `ids` (it iterates the "
-                   "keys) where get_nodes/delete_nodes refuse a dict with InvalidTypeError")
 def test_search_ids_dict_is_refused_like_get_nodes(vectors_db, store_path):
     db, query = vectors_db
     refused(store_path, errors.InvalidTypeError, TypeError, db.get_nodes, {1: 2})

@@ -116,10 +116,10 @@ def test_open_creates_a_new_store_and_reopen_keeps_the_data(store_path):
         s2.close()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Store.path() (shortest path query) is defined after "
-                   "the `path` property and shadows it, so store.path is a bound method")
-def test_path_property_is_the_file_path(store, store_path):
-    assert store.path == str(store_path)
+def test_filename_is_the_file_path_and_path_is_the_query(store, store_path):
+    # Regression: a `path` property was shadowed by the path() shortest-path method.
+    assert store.filename == str(store_path)
+    assert callable(store.path)
 
 
 def test_open_marks_the_file_as_a_codegraph_store(store, store_path):
@@ -1034,10 +1034,6 @@ def test_deletes_are_refused_inside_bulk_load(store):
     assert store.check().ok
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Store.delete_file is not refused inside bulk_load() "
-                   "like delete_nodes/delete_edges: foreign keys are off there, so the file row "
-                   "goes without its nodes, delete_file returns a count, and the commit then fails "
-                   "with a DanglingEdgeError 'rows of nodes refer to rows that do not exist'")
 def test_delete_file_inside_bulk_load_is_refused(store):
     a = build_node("a", file="a.py")
     store.add_nodes([a])
@@ -1081,8 +1077,6 @@ def test_switches_do_not_change_results(open_store, tmp_path, overrides):
     assert results[0] == results[1]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the node cache hands out the cached Node itself; "
-                   "mutating its metadata dict changes what later get_node calls return")
 def test_mutating_returned_metadata_does_not_change_the_store(store):
     n = build_node("f", metadata={"k": "v", "list": [1]})
     store.add_nodes([n])
@@ -1092,8 +1086,6 @@ def test_mutating_returned_metadata_does_not_change_the_store(store):
     assert store.get_node(n.id).metadata == {"k": "v", "list": [1]}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: WriteBuffer._file_ids keeps the id of a files row "
-                   "that delete_file removed in the same transaction")
 def test_delete_file_then_re_add_in_one_transaction(store):
     a = build_node("f", file="a.py")
     b = build_node("g", file="b.py")
@@ -1108,9 +1100,6 @@ def test_delete_file_then_re_add_in_one_transaction(store):
     assert [(f.path, f.node_count) for f in store.files()] == [("a.py", 1), ("b.py", 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: WriteBuffer._file_ids keeps the id of a files row "
-                   "that delete_file removed in the same transaction; re-adding a node of that "
-                   "file fails with a raw apsw.ConstraintError (FOREIGN KEY)")
 def test_delete_file_then_re_add_same_file_in_one_transaction(store):
     a = build_node("f", file="a.py", metadata=1)
     store.add_nodes([a])
