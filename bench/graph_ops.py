@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import apsw  # noqa: E402
 import numpy as np  # noqa: E402
 
-from _common import (DEFAULT_OUT_DIR, Row, Samples, Verdict, chunks, gc_frozen,  # noqa: E402
+from _common import (DEFAULT_OUT_DIR, Row, Samples, Verdict, chunks, gc_frozen, time_calls,  # noqa: E402
                      interleave, load_average, print_header, print_kv_table, print_table,
                      print_verdicts, remove_db, rotated, write_json)
 
@@ -694,6 +694,57 @@ def measure_queries(path: str, cache_kib: int, quick: bool, rows: list[Row],
 
 # --------------------------------------------------------------------- profile
 
+def plan_targets(path: str, quick: bool, rows: list[Row], verdicts: list[Verdict]) -> None:
+    """The original plan's targets (config [performance_targets]) measured on this store:
+    node query p99, mixed point/neighbour queries per second from threads sharing one
+    Store, and the peak RSS of this process serving them."""
+    import resource
+    import threading
+
+    from codegraph_store import Config
+    targets = Config.defaults().performance_targets
+    seconds = 3.0 if quick else 10.0
+    threads = len(os.sched_getaffinity(0))
+    with Store.open(path, readonly=True) as store:
+        conn = raw_reader(path, 32768)
+        ids = [r[0] for r in conn.execute("SELECT id FROM nodes ORDER BY random() LIMIT 20000")]
+        conn.close()
+        lat = Samples("node query")
+        time_calls(store.get_node, ids[:5000], lat)
+        counts = [0] * threads
+        stop = time.perf_counter() + seconds
+
+        def worker(t: int) -> None:
+            rng = random.Random(t)
+            n = 0
+            while time.perf_counter() < stop:
+                i = rng.choice(ids)
+                store.get_node(i) if n % 2 else store.neighbors(i)
+                n += 1
+            counts[t] = n
+
+        workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+        started = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        qps = sum(counts) / (time.perf_counter() - started)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    p99_ms = lat.p99("ms")
+    base, goal = targets.node_query_latency_ms
+    rows.append(Row("plan: node query p99", p99_ms, "ms", base))
+    verdicts.append(Verdict(f"plan target node_query_latency_ms < {goal}", p99_ms < goal, f"{p99_ms:.3f} ms"))
+    base, goal = targets.concurrent_queries_per_sec
+    rows.append(Row(f"plan: mixed graph queries/s, {threads} threads, one Store", qps, "queries/s", base))
+    verdicts.append(Verdict(f"plan target concurrent_queries_per_sec > {goal:,.0f}", qps > goal, f"{qps:,.0f}/s"))
+    base, goal = targets.graph_memory_mb
+    rows.append(Row("plan: peak RSS of this process (graph serving, plus the benchmark's own data)",
+                    rss_mb, "MB", base))
+    verdicts.append(Verdict(f"plan target graph_memory_mb < {goal:.0f}", rss_mb < goal,
+                            f"{rss_mb:.0f} MB (upper bound: includes the generated test data)"))
+
+
 def print_profile(prof: cProfile.Profile, title: str, limit: int = 22) -> None:
     buf = io.StringIO()
     st = pstats.Stats(prof, stream=buf)
@@ -902,6 +953,11 @@ def main(argv: list[str] | None = None) -> int:
               "work; rows/s uses the total wall time and needs no split)")
 
     print()
+    plan_rows: list[Row] = []
+    plan_targets(str(cached), args.quick, plan_rows, verdicts)
+    table.extend(plan_rows)
+    print_table(plan_rows, title="the original plan's targets (config [performance_targets]; "
+                                 "'raw baseline' column = the plan's baseline):", ratio_note=False)
     for key, label_ in (("get_node_on", "get_node p50 <= 2x raw, node cache on (default)"),
                         ("get_node_off", "get_node p50 <= 2x raw, node cache off"),
                         ("neighbors_on", "neighbors p50 <= 2x raw, defaults"),

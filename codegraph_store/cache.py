@@ -36,15 +36,22 @@ class LRUCache:
         return self._bytes
 
     def get(self, key: Hashable) -> Any:
-        """The cached value or ``None``; a hit becomes most recently used."""
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                self.misses += 1
-                return None
+        """The cached value or ``None``; a hit becomes most recently used.
+
+        No lock: dict lookups and ``move_to_end`` are atomic under the GIL, and a
+        concurrent eviction between the two is harmless (the hit still returns
+        the value it found). The counters are approximate under threads.
+        """
+        item = self._data.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        try:
             self._data.move_to_end(key)
-            self.hits += 1
-            return item[0]
+        except KeyError:
+            pass
+        self.hits += 1
+        return item[0]
 
     def put_if_current(self, epoch: int, items: list[tuple[Hashable, Any, int]]) -> None:
         """Insert ``(key, value, size_in_bytes)`` read while ``epoch`` was current.
@@ -71,6 +78,20 @@ class LRUCache:
         while data and (len(data) > target_entries or self._bytes > target_bytes):
             _, (_, size) = data.popitem(last=False)
             self._bytes -= size
+
+    def put_one_if_current(self, epoch: int, key: Hashable, value: Any, size: int) -> None:
+        """:meth:`put_if_current` for one item, without building a list (the get_node miss path)."""
+        with self._lock:
+            if epoch != self.epoch:
+                return
+            data = self._data
+            old = data.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            data[key] = (value, size)
+            self._bytes += size
+            if self._bytes > self.max_bytes or len(data) > self.max_entries:
+                self._evict()
 
     def clear(self) -> None:
         """Drop everything and start a new epoch."""

@@ -217,20 +217,28 @@ class Store:
         return txn is not None and txn.thread == threading.get_ident()
 
     def _read_conn(self) -> tuple[apsw.Connection, bool]:
-        """The connection a read should use, and whether the cache may be used."""
+        """The connection a read should use, and whether the cache may be used.
+
+        Rows read from SQLite are always current; only a cache hit can be stale,
+        so callers check :meth:`_cache_is_fresh` before serving one.
+        """
         self._check_open()
         if self._in_own_transaction():
             self._txn.buffer.flush()
             return self._writer, False
-        conn = self._reader()
-        if self._cache is not None:
-            # Only the cache can be stale: without it every read sees the last commit.
-            state = self._reader_state
-            version = storage.data_version(conn)
-            if version != state.version:
-                state.version = version
-                self._cache.clear()
-        return conn, self._cache is not None
+        return self._reader(), self._cache is not None
+
+    def _cache_is_fresh(self, conn: apsw.Connection) -> bool:
+        """False (and the cache cleared) if any commit happened since this
+        connection last looked. Misses need no check: rows put into the cache
+        carry the epoch taken before their read, and a clear in between drops them."""
+        state = self._reader_state
+        version = storage.data_version(conn)
+        if version == state.version:
+            return True
+        state.version = version
+        self._cache.clear()
+        return False
 
     def _conn_for_iteration(self) -> apsw.Connection:
         return self._read_conn()[0]
@@ -483,16 +491,20 @@ class Store:
         if cached:
             # The cache holds rows, not Nodes: each caller gets its own metadata
             # object, so mutating a result can never change what others read.
+            epoch = cache.epoch
             row = cache.get(node_id)
             if row is not None:
-                return graph.row_to_node(row)
-            epoch = cache.epoch
+                if self._cache_is_fresh(conn):
+                    return graph.row_to_node(row)
+                epoch = cache.epoch
         with storage.translated_errors(self._path):
             row = conn.execute(graph.SQL["node"], (node_id,)).fetchone()
         if row is None:
             return None
         if cached:
-            cache.put_if_current(epoch, [(node_id, row, graph.node_size(row))])
+            blob = row[9]
+            cache.put_one_if_current(epoch, node_id, row,
+                                     200 + len(row[3]) + (0 if blob is None else len(blob)))
         return graph.row_to_node(row)
 
     def get_nodes(self, ids: Iterable[int]) -> list[Node | None]:
@@ -517,6 +529,8 @@ class Store:
                     missing.append(i)
                 else:
                     found[i] = graph.row_to_node(row)
+            if found and not self._cache_is_fresh(conn):
+                found, missing, epoch = {}, ids, cache.epoch
         if missing:
             unique = list(dict.fromkeys(missing))
             with storage.translated_errors(self._path):
@@ -604,13 +618,12 @@ class Store:
         node_id = check_node_id(node_id)
         _check_direction(direction)
         kinds = graph.parse_kinds(kinds)
-        conn, cached = self._read_conn()
-        epoch = self._cache.epoch if cached else 0  # before the read: see LRUCache.put_if_current
+        conn, _ = self._read_conn()
         with storage.translated_errors(self._path):
             rows = graph.neighbor_rows(conn, node_id, direction, kinds)
+        # One statement returns the rows; they do not go through the node cache
+        # (filling it on every walk cost more than later hits saved).
         nodes = [graph.row_to_node(r) for r in rows]
-        if cached and nodes:
-            self._cache.put_if_current(epoch, [(r[0], r, graph.node_size(r)) for r in rows])
         if self._prefetcher is not None and nodes:
             self._prefetcher.request([n.id for n in nodes], direction, kinds)
         return nodes
@@ -750,14 +763,7 @@ class Store:
         """Searches read committed vectors through this thread's reader, even
         inside a transaction (the pool only ever holds committed state)."""
         self._check_open()
-        conn = self._reader()
-        state = self._reader_state
-        version = storage.data_version(conn)
-        if version != state.version:
-            state.version = version
-            if self._cache is not None:
-                self._cache.clear()
-        return conn
+        return self._reader()
 
     def search(self, query: Any, k: int = 10, space: str | None = None, kinds=None, files=None,
                ids=None):

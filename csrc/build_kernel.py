@@ -38,18 +38,15 @@ def _rel(path: str) -> str:
 
 CSRC = _rel(_HERE)
 SOURCE_NAMES = ("cg_caps.c", "cg_scan.c")
-HEADERS = [
-    os.path.join(_HERE, name)
-    for name in (
-        "cg_kernel.h",
-        "cg_common.h",
-        "cg_dot.h",
-        "cg_spatial.h",
-        "cg_convert.h",
-        "cg_topk.h",
-        "cg_tile_avx2.inc",
-    )
-]
+HEADER_NAMES = (
+    "cg_kernel.h",
+    "cg_common.h",
+    "cg_dot.h",
+    "cg_spatial.h",
+    "cg_convert.h",
+    "cg_topk.h",
+    "cg_tile_avx2.inc",
+)
 
 CDEF = """
 #define CG_F32 0
@@ -125,7 +122,7 @@ def make_ffi(absolute: bool = False) -> cffi.FFI:
         '#include "cg_kernel.h"\n',
         sources=[os.path.join(csrc, name) for name in SOURCE_NAMES],
         include_dirs=[csrc],
-        depends=HEADERS,
+        depends=[os.path.join(csrc, name) for name in HEADER_NAMES],
         extra_compile_args=_COMPILE_ARGS,
         extra_link_args=_LINK_ARGS,
         libraries=_LIBRARIES,

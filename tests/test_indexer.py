@@ -317,6 +317,7 @@ def test_fixture_refs(indexed):
     store, _, _ = indexed
     g = Graph(store)
     assert g.refs(unresolved_only=True) == EXPECTED_UNRESOLVED
+    assert store.stats()["unresolved_refs"] == len(EXPECTED_UNRESOLVED) == 8
     resolved = {(s, k, d) for s, k, t, d in g.refs() if d is not None}
     assert resolved == ({(s, CALLS, d) for s, d in EXPECTED_CALLS}
                         | {(s, IMPORTS, d) for s, d in EXPECTED_IMPORTS}
@@ -453,7 +454,7 @@ def test_rerun_without_changes_changes_nothing(indexed):
     report = index_tree(store, root, jobs=1)
     assert (report.parsed, report.unchanged, report.added, report.modified, report.deleted) == \
         (0, 8, 0, 0, 0)
-    assert report.full_build is False
+    assert report.full_build is False and report.changed == ()
     assert report.failed == (("samplepkg/broken.py", "SyntaxError: invalid syntax (line 3)"),)
     assert_same(dump(store), before)
 
@@ -469,6 +470,7 @@ def test_modify_file_keeps_ids_and_fixes_incoming_edges(indexed, tmp_path):
     write(root, "samplepkg/util.py", util_src.split("\n\ndef shout")[0] + "\n")
     report = index_tree(store, root, jobs=1)
     assert (report.parsed, report.modified, report.added, report.deleted) == (1, 1, 0, 0)
+    assert report.changed == ("samplepkg/util.py",)
     g = Graph(store)
     assert store.find(qualname=P + "util.shout") == []
     # unchanged symbols of the changed file keep their ids
@@ -559,6 +561,7 @@ def test_delete_file_removes_nodes_and_incoming_edges(indexed, tmp_path):
     os.remove(os.path.join(root, "samplepkg", "util.py"))
     report = index_tree(store, root, jobs=1)
     assert (report.parsed, report.deleted, report.unchanged, report.files_seen) == (0, 1, 7, 7)
+    assert report.changed == ("samplepkg/util.py",)
     g = Graph(store)
     assert store.find(file="samplepkg/util.py") == []
     assert "samplepkg/util.py" not in {f.path for f in store.files()}

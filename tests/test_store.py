@@ -529,7 +529,12 @@ def test_stats_counts_by_kind_name(g):
     assert st["unresolved_refs"] == 0
     assert st["file_bytes"] == os.path.getsize(st["path"])
     assert st["file_bytes"] > 0
-    assert set(st["cache"]) == {"entries", "bytes", "hits", "misses"}
+    assert st["cache"] is None  # the node cache is off by default
+
+
+def test_stats_with_cache(open_store):
+    s = open_store(config={"memory_optimization": {"enable_cache": True}})
+    assert set(s.stats()["cache"]) == {"entries", "bytes", "hits", "misses"}
 
 
 def test_stats_without_cache(open_store):
@@ -702,11 +707,11 @@ def test_config_replace_returns_a_changed_copy(open_store):
 
 def test_config_from_a_toml_file(open_store, tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[io_optimization]\nwrite_buffer_size = 3\nenable_prefetch = false\n")
+    cfg.write_text("[io_optimization]\nwrite_buffer_size = 3\nenable_prefetch = true\n")
     s = open_store(config=str(cfg))
     assert s.config.io_optimization.write_buffer_size == 3
-    assert s.config.io_optimization.enable_prefetch is False
-    assert s.config.memory_optimization.enable_cache is True
+    assert s.config.io_optimization.enable_prefetch is True
+    assert s.config.memory_optimization.enable_cache is False  # untouched: the default
 
 
 def test_defaults_match_the_packaged_file():

@@ -176,6 +176,9 @@ def _parse_all(root: str, paths: list[str], store: Store, jobs: int,
     # with its SQLite connections and threads.
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["codegraph_store.indexer.parse"])
+    # The package imports numpy; one BLAS thread per parser keeps the workers
+    # from competing for the cores they are already using.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     initializer, initargs = None, ()
     if cpu.cpu_affinity_enabled and hasattr(os, "sched_setaffinity"):
         initializer, initargs = _pin_worker, (ctx.Value("i", 0),)

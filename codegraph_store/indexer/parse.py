@@ -37,8 +37,12 @@ falls back to the module's first ``from X import *`` (``X.name``), else nothing.
 
 Speed matters here (the whole standard library is indexed in seconds), which is
 why expressions are walked with an explicit stack, metadata JSON is assembled
-from the C string escaper, and the source text of every line is JSON-escaped
-once per file rather than once per enclosing symbol.
+from the C string escaper, the source text of every line is JSON-escaped once
+per file rather than once per enclosing symbol, and the cycle collector is
+paused for the duration of a call (the trees are acyclic; see parse_source).
+While parsing, warnings are silenced too. Both are process-wide switches,
+restored on return: harmless in worker processes, but a thread running beside
+a call sees them.
 """
 
 from __future__ import annotations
