@@ -67,6 +67,7 @@ CREATE TABLE refs (
     kind INTEGER NOT NULL REFERENCES edge_kinds (code),
     target TEXT NOT NULL,
     dst INTEGER REFERENCES nodes (id) ON DELETE SET NULL,
+    ordinal INTEGER NOT NULL DEFAULT 0,  -- order of appearance in the source (base order)
     PRIMARY KEY (src, kind, target)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX refs_by_target ON refs (target);

@@ -100,6 +100,9 @@ def scan(root: str, exclude: Iterable[str] = DEFAULT_EXCLUDE,
                 continue
             full = os.path.join(dirpath, name)
             rel = full[prefix_len:].replace(os.sep, "/")
+            if not all(parse.module_name_for(rel).split(".")):
+                skipped.append((rel, "file name gives no module name"))
+                continue
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:
@@ -203,7 +206,7 @@ class _Writer:
 
     def __init__(self, store: Store):
         self.store = store
-        self.refs: list[tuple[int, int, str]] = []
+        self.refs: list[tuple[int, int, str, int]] = []  # src, kind, target, ordinal
         self.aliases: list[tuple[int, str]] = []
         self.modules: set[str] = set()
         self.nodes_for_lookup: list[tuple] = []
@@ -222,7 +225,8 @@ class _Writer:
         buf.add_node_rows([(n[0], n[1], n[2], n[3], file_id) + tuple(n[4:]) for n in parsed.nodes])
         buf.add_edge_rows([(s, k, d, None) for s, k, d in parsed.edges])
         self.aliases.extend(parsed.aliases)
-        self.refs.extend(parsed.refs)
+        # The position in the file keeps base classes in declaration order.
+        self.refs.extend((s, k, t, i) for i, (s, k, t) in enumerate(parsed.refs))
         self.nodes_for_lookup.extend((n[3], n[4], n[0], n[1]) for n in parsed.nodes)
 
     def finish_full(self) -> int:
@@ -237,14 +241,14 @@ class _Writer:
         ref_rows, hop_rows, edge_rows = [], [], set()
         resolved = 0
         # Bases first: resolving a member through a class looks at its bases.
-        inherits = [r for r in self.refs if r[1] == resolve.INHERITS]
+        inherits = sorted((r for r in self.refs if r[1] == resolve.INHERITS), key=lambda r: r[3])
         others = [r for r in self.refs if r[1] != resolve.INHERITS]
         qualname_of = {node_id: qualname for qualname, _l, node_id, _k in self.nodes_for_lookup}
         bases: dict[int, list] = {}
         for phase in (inherits, others):
-            for src, kind, target in phase:
+            for src, kind, target, ordinal in phase:
                 dst, hops = resolve.resolve(target, kind, lookup)
-                ref_rows.append((src, kind, target, dst))
+                ref_rows.append((src, kind, target, dst, ordinal))
                 hop_rows.extend((src, kind, target, h) for h in hops)
                 if dst is not None:
                     resolved += 1
@@ -253,8 +257,8 @@ class _Writer:
                     bases.setdefault(src, []).append((target, hops, qualname_of.get(dst)))
             for class_id, class_bases in bases.items():
                 lookup.set_bases(class_id, class_bases)
-        store._execmany("INSERT OR IGNORE INTO refs (src, kind, target, dst) VALUES (?, ?, ?, ?)",
-                        sorted(ref_rows))
+        store._execmany("INSERT OR IGNORE INTO refs (src, kind, target, dst, ordinal)"
+                        " VALUES (?, ?, ?, ?, ?)", sorted(ref_rows))
         store._execmany("INSERT OR IGNORE INTO ref_hops (src, kind, target, hop) VALUES (?, ?, ?, ?)",
                         sorted(hop_rows))
         store._buffer.add_edge_rows(sorted(edge_rows))
@@ -264,11 +268,11 @@ class _Writer:
         """Re-resolve the refs of new files and every ref into a changed module."""
         store = self.store
         store._execmany("INSERT INTO aliases (node_id, target) VALUES (?, ?)", self.aliases)
-        store._execmany("INSERT OR IGNORE INTO refs (src, kind, target, dst) VALUES (?, ?, ?, NULL)",
-                        self.refs)
+        store._execmany("INSERT OR IGNORE INTO refs (src, kind, target, dst, ordinal)"
+                        " VALUES (?, ?, ?, NULL, ?)", self.refs)
         conn = store._writer
         affected = resolve.affected_refs(conn, changed_modules)
-        affected.update(self.refs)
+        affected.update((s, k, t) for s, k, t, _ in self.refs)
         resolved = 0
         # Bases first, and a fresh lookup after them: members resolve through bases.
         for phase in (sorted(r for r in affected if r[1] == resolve.INHERITS),
@@ -335,7 +339,9 @@ def index_tree(store: Store, root: str, *, jobs: int | None = None,
     conn, _ = store._read_conn()
     stored = dict(conn.execute("SELECT path, content_hash FROM files"))
     stored_modules = dict(conn.execute("SELECT path, module FROM files"))
-    full_build = not stored
+    # The bulk path resolves among the nodes it parsed, so it is only right for
+    # a store with no nodes at all (not even ones added through the API).
+    full_build = conn.execute("SELECT 1 FROM nodes LIMIT 1").fetchone() is None and not stored
 
     if full_build:
         to_parse = paths

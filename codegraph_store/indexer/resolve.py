@@ -42,7 +42,7 @@ ALLOWED_TARGETS: dict[int, frozenset[int]] = {
 # candidate is the earliest definition in its file, ties broken by id.
 Candidate = tuple[int, int, int, "str | None"]
 # A base of a class: (the inherits ref's target, its hops, the base's qualname or
-# None while unresolved), ordered by target.
+# None while unresolved), in the order the class statement lists them.
 Base = tuple[str, list[str], "str | None"]
 
 CLASS = int(NodeKind.CLASS)
@@ -145,7 +145,8 @@ class MemoryLookup(Lookup):
         self._bases: dict[int, list[Base]] = {}
 
     def set_bases(self, class_id: int, bases: list[Base]) -> None:
-        self._bases[class_id] = sorted(bases)
+        """``bases`` in declaration order (Python looks a member up in that order)."""
+        self._bases[class_id] = list(bases)
 
     def bases(self, class_id: int) -> list[Base]:
         return self._bases.get(class_id, [])
@@ -187,7 +188,7 @@ class SqlLookup(Lookup):
         out = []
         for target, qualname in self._conn.execute(
                 "SELECT r.target, n.qualname FROM refs AS r LEFT JOIN nodes AS n ON n.id = r.dst"
-                " WHERE r.src = ? AND r.kind = ? ORDER BY r.target", (class_id, INHERITS)):
+                " WHERE r.src = ? AND r.kind = ? ORDER BY r.ordinal, r.target", (class_id, INHERITS)):
             hops = [h for (h,) in self._conn.execute(
                 "SELECT hop FROM ref_hops WHERE src = ? AND kind = ? AND target = ? ORDER BY hop",
                 (class_id, INHERITS, target))]
