@@ -506,6 +506,9 @@ def test_call_resolution():
         ("pkg.widgets.Widget.__init__", CALLS, "pkg.widgets.helper"),
         ("pkg.widgets.Widget.__init__", CALLS, "os.path.join"),
         ("pkg.widgets.Widget.__init__", CALLS, "numpy.array"),
+        # A method called on a call's result: never resolves (numpy.array is
+        # a function), but emitted like Job().run() -> Job.run.
+        ("pkg.widgets.Widget.__init__", CALLS, "numpy.array.sum"),
         ("pkg.widgets.Widget.__init__", CALLS, "json.loads"),
         ("pkg.widgets.Widget.__init__", CALLS, "pkg.widgets.Widget.create"),
         ("pkg.widgets.Widget.create", CALLS, "pkg.widgets.Widget"),
@@ -619,6 +622,252 @@ def test_calls_in_nested_expressions_lambdas_and_comprehensions():
                                  "m.j", "m.l", "m.n", "m.k", "m.o", "m.p"]
     # .g() is called on a call's result: not a dotted name, not emitted.
     assert not any(t.endswith(".g") for t in targets(r, CALLS))
+
+
+def test_method_called_on_a_call_result():
+    r = parse('''\
+        import json
+        from pathlib import Path
+
+        class Job:
+            def run(self): pass
+
+            @classmethod
+            def make(cls):
+                cls().run()                 # the class itself
+                cls.other().run()           # cls.other -> Job.other
+
+            def again(self):
+                self().run()                # the instance's __call__: nothing
+                self.factory().run()        # self.factory -> Job.factory
+
+        def main(p, q):
+            Job(setup()).run(arg())         # source order: Job, setup, Job.run, arg
+            Path(p).exists()
+            json.JSONDecoder(strict=False).decode(q)
+            Job().a.run()                   # attribute chain on the result: nothing
+            Job().run().stop()              # .stop on run()'s result: nothing
+            len(p).bit_length()             # builtin: nothing
+            super().close()                 # builtin: nothing
+            p().run()                       # a parameter: nothing
+            undefined().run()               # unbound name: nothing
+            Job()[0].run()                  # subscript: nothing
+        ''', path="pkg/main.py")
+    assert refs(r, CALLS) == [
+        ("pkg.main.Job.make", CALLS, "pkg.main.Job"),
+        ("pkg.main.Job.make", CALLS, "pkg.main.Job.run"),
+        ("pkg.main.Job.make", CALLS, "pkg.main.Job.other"),
+        ("pkg.main.Job.make", CALLS, "pkg.main.Job.other.run"),
+        ("pkg.main.Job.again", CALLS, "pkg.main.Job.factory"),
+        ("pkg.main.Job.again", CALLS, "pkg.main.Job.factory.run"),
+        ("pkg.main.main", CALLS, "pkg.main.Job"),
+        ("pkg.main.main", CALLS, "pkg.main.Job.run"),
+        ("pkg.main.main", CALLS, "pathlib.Path"),
+        ("pkg.main.main", CALLS, "pathlib.Path.exists"),
+        ("pkg.main.main", CALLS, "json.JSONDecoder"),
+        ("pkg.main.main", CALLS, "json.JSONDecoder.decode"),
+    ]
+    # setup()/arg() are unbound, so nothing; with a star import the order shows.
+    r = parse('''\
+        from lib import *
+        Job(setup()).run(arg())
+        Thing().go()
+        ''', path="pkg/main.py")
+    assert targets(r, CALLS) == ["lib.Job", "lib.setup", "lib.Job.run", "lib.arg",
+                                 "lib.Thing", "lib.Thing.go"]
+
+
+def test_method_called_on_a_local_bound_once_to_a_call():
+    r = parse('''\
+        from pathlib import Path
+        import json.decoder as jd
+
+        class Job:
+            def run(self): pass
+
+        def use(p):
+            j = Job()
+            j.run()                         # Job.run
+            j.stop.now()                    # two levels: nothing
+            j()                             # a call of the instance: nothing
+            if p:
+                while p:
+                    k = Path(p)             # any nesting level of the body
+            k.exists()
+            [j.size() for _ in p]           # comprehensions count
+            lambda: j.wait()                # lambdas do not
+            def inner():
+                j.inner()                   # nor do nested functions
+            f = p.make()                    # a variable's method: nothing
+            f.go()
+            g = make()()                    # not a dotted call: nothing
+            g.go()
+        ''', path="pkg/main.py")
+    assert refs(r, CALLS) == [
+        ("pkg.main.use", CALLS, "pkg.main.Job"),
+        ("pkg.main.use", CALLS, "pkg.main.Job.run"),
+        ("pkg.main.use", CALLS, "pathlib.Path"),
+        ("pkg.main.use", CALLS, "pathlib.Path.exists"),
+        ("pkg.main.use", CALLS, "pkg.main.Job.size"),
+    ]
+
+
+def test_no_inference_for_names_bound_more_than_once_or_otherwise():
+    r = parse('''\
+        class A:
+            def m(self): pass
+        class B(A): pass
+
+        def negatives(param, items):
+            again = A()
+            again = A()                     # reassigned, even to the same class
+            later = A()
+            later = None
+            before = None
+            before = A()
+            param = A()                     # a parameter
+            for loop in items:
+                loop = A()                  # a loop target
+            if items:
+                branch = A()
+            else:
+                branch = B()                # two classes: nothing
+            aug = A()
+            aug += 1
+            (walrus := 1)
+            walrus = A()
+            with open(param) as ctx:
+                ctx = A()
+            try:
+                exc = A()
+            except Exception as exc:
+                pass
+            gone = A()
+            del gone
+            ann: A = A()                    # annotated: not a plain assignment
+            chained = other = A()           # more than one target
+            unpacked, _ = A(), 1
+            import imported
+            imported = A()
+            def defined(): pass
+            defined = A()
+            again.m(); later.m(); before.m(); param.m(); loop.m(); branch.m()
+            aug.m(); walrus.m(); ctx.m(); exc.m(); gone.m(); ann.m(); chained.m()
+            unpacked.m(); imported.m(); defined.m()
+        ''', path="pkg/main.py")
+    # Only the constructors, and what the import/def binding resolves to anyway.
+    assert targets(r, CALLS, "pkg.main.negatives") == [
+        "pkg.main.A", "pkg.main.B", "imported.m", "pkg.main.negatives.defined.m"]
+
+
+def test_module_level_names_bound_once_are_inferred_in_functions():
+    r = parse('''\
+        from .decoder import JSONDecoder
+        from .encoder import JSONEncoder
+
+        _default_decoder = JSONDecoder(object_hook=None)
+        _default_decoder.decode("")         # at module level too
+        _default_encoder = JSONEncoder()
+        twice = JSONEncoder()
+        twice = JSONEncoder()
+        cache = JSONEncoder()
+        conn = JSONEncoder()
+
+        def loads(s):
+            return _default_decoder.decode(s)
+
+        def nested():
+            def inner():
+                return _default_decoder.raw_decode("")   # module names: any depth
+            return [_default_encoder.encode(x) for x in ()]
+
+        def shadowing(_default_decoder):
+            _default_decoder.decode("")     # a parameter shadows it
+
+        def rebinding():
+            _default_encoder = None
+            _default_encoder.encode(1)      # the function's own name: nothing
+
+        def own():
+            _default_encoder = JSONDecoder()
+            _default_encoder.decode(1)      # ... or its own inference
+
+        def reset():
+            global cache
+            cache = None
+
+        def uses():
+            twice.encode(1)
+            cache.encode(1)                 # rebound through `global` elsewhere
+
+        class Holder:
+            conn.encode(1)                  # a class body uses the module name
+            attr = JSONEncoder()            # class-level assignments: out of scope
+            attr.encode(1)
+
+            def __init__(self):
+                self.enc = JSONEncoder()
+
+            def method(self):
+                self.enc.encode(1)          # self.x: out of scope (the usual Holder.enc.encode)
+        ''', path="json/__init__.py")
+    assert refs(r, CALLS) == [
+        ("json", CALLS, "json.decoder.JSONDecoder"),
+        ("json", CALLS, "json.decoder.JSONDecoder.decode"),
+        ("json", CALLS, "json.encoder.JSONEncoder"),
+        ("json.loads", CALLS, "json.decoder.JSONDecoder.decode"),
+        ("json.nested.inner", CALLS, "json.decoder.JSONDecoder.raw_decode"),
+        ("json.nested", CALLS, "json.encoder.JSONEncoder.encode"),
+        ("json.own", CALLS, "json.decoder.JSONDecoder"),
+        ("json.own", CALLS, "json.decoder.JSONDecoder.decode"),
+        ("json.Holder", CALLS, "json.encoder.JSONEncoder.encode"),
+        ("json.Holder", CALLS, "json.encoder.JSONEncoder"),
+        ("json.Holder.__init__", CALLS, "json.encoder.JSONEncoder"),
+        ("json.Holder.method", CALLS, "json.Holder.enc.encode"),
+    ]
+
+
+def test_nonlocal_rebinding_and_enclosing_functions_infer_nothing():
+    r = parse('''\
+        class A:
+            def m(self): pass
+
+        def early():
+            global late
+            late = None
+
+        def outer():
+            def close():
+                nonlocal conn               # before the assignment in the source
+                conn = None
+            conn = A()
+            def reopen():
+                nonlocal conn
+                conn = None
+            conn.m()                        # rebound by close and reopen
+            kept = A()
+            def user():
+                kept.m()                    # an enclosing function's local
+            kept.m()
+            late.m()                        # rebound by early
+
+        late = A()
+        ''', path="pkg/main.py")
+    assert refs(r, CALLS) == [
+        ("pkg.main.outer", CALLS, "pkg.main.A"),
+        ("pkg.main.outer", CALLS, "pkg.main.A.m"),
+        ("pkg.main", CALLS, "pkg.main.A"),
+    ]
+
+
+def test_stdlib_json_default_decoder_is_inferred():
+    path = _STDLIB / "json/__init__.py"
+    if not path.exists():  # pragma: no cover - a trimmed Python install
+        pytest.skip("json/__init__.py not in this Python")
+    r = parse_source("json/__init__.py", path.read_bytes())
+    calls = refs(r, CALLS)
+    assert ("json.loads", CALLS, "json.decoder.JSONDecoder.decode") in calls
+    assert ("json.dumps", CALLS, "json.encoder.JSONEncoder.encode") in calls
 
 
 def test_inherits():

@@ -35,6 +35,18 @@ assignments, parameters, loop targets and the like is a variable and refers to
 nothing that can be named. A name bound nowhere is a builtin (nothing), else
 falls back to the module's first ``from X import *`` (``X.name``), else nothing.
 
+Method calls on instances whose class is known statically are resolved too, one
+level deep: ``C(...).m()`` calls ``T.m`` when the call ``C(...)`` resolves to
+``T``, and so does ``x.m()`` when ``x`` is bound exactly once in its function
+(or, for a module-level name, in the module) and that binding is a plain
+``x = C(...)``: a name that is also a parameter, a loop, ``with`` or ``except``
+target, augmented, walrus or otherwise assigned, imported, defined, deleted, or
+declared ``global``/``nonlocal`` by a nested scope infers nothing. Uses in the
+function itself and its comprehensions count, not uses in nested functions or
+lambdas (module-level names excepted). ``x.a.m()`` and ``self.x.m()`` infer
+nothing, and neither do class-level assignments. ``T`` need not be a class; if
+it is a function, ``T.m`` never resolves.
+
 Speed matters here (the whole standard library is indexed in seconds), which is
 why expressions are walked with an explicit stack, metadata JSON is assembled
 from the C string escaper, the source text of every line is JSON-escaped once
@@ -306,18 +318,30 @@ def _generic_fields(t: type) -> tuple[str, ...]:
 _MISSING = object()
 _GLOBAL = 1
 _NONLOCAL = 2
+#: _Scope.inst value of a name bound other than by exactly one ``x = C(...)``.
+_BAD = 0
+#: Raw ref kind of ``C(...).m()``: the call ``C(...)`` resolved, plus ``.m``.
+_CALLS_ON_RESULT = -CALLS
 
 
 class _Scope:
-    """Names bound in one scope: name -> str target, None (a variable), a self tuple or a marker."""
+    """Names bound in one scope: name -> str target, None (a variable), a self tuple or a marker.
 
-    __slots__ = ("is_class", "is_comp", "b", "parent")
+    ``inst`` (function and module scopes only, else None) maps each name whose
+    first binding was a plain ``name = C(...)`` to the ``(root, suffix)`` of
+    ``C``, or to _BAD once anything else binds it (or a nested scope declares it
+    global/nonlocal, before or after).
+    """
 
-    def __init__(self, is_class: bool, parent: "_Scope | None", is_comp: bool = False):
+    __slots__ = ("is_class", "is_comp", "b", "parent", "inst")
+
+    def __init__(self, is_class: bool, parent: "_Scope | None", is_comp: bool = False,
+                 inst: dict | None = None):
         self.is_class = is_class
         self.is_comp = is_comp
         self.b: dict = {}
         self.parent = parent
+        self.inst = inst
 
     def bind(self, name: str, value) -> None:
         # The first def/class/import binding wins over variables and later ones.
@@ -325,6 +349,9 @@ class _Scope:
         old = b.get(name, _MISSING)
         if old is _MISSING or (old is None and value is not None):
             b[name] = value
+        inst = self.inst
+        if inst and name in inst:
+            inst[name] = _BAD
 
 
 # The binding of a method's first parameter: (_SELF, class qualname, is a
@@ -485,7 +512,7 @@ class _Extractor:
         last = lines[n_lines - 1]
         end_col = len(last) if last.isascii() else len(last.encode("utf-8"))
         doc = self._docstring(tree.body)
-        scope = _Scope(False, None)
+        scope = _Scope(False, None, False, {})
         self.module_scope = scope
         mod_id = self._add(None, MODULE, module.rpartition(".")[2] or module, module,
                            1, 0, n_lines, end_col,
@@ -519,7 +546,12 @@ class _Extractor:
                 tv = type(v)
                 if tv is not _Constant and tv is not _Name:
                     expr(v, scope, src)
-                for target in st.targets:
+                targets = st.targets
+                if tv is _Call and len(targets) == 1 and type(targets[0]) is _Name \
+                        and scope.inst is not None:
+                    self._assign_call(targets[0], v, fr, st)
+                    continue
+                for target in targets:
                     if in_function and type(target) is _Name:
                         scope.bind(target.id, None)
                     else:
@@ -543,6 +575,20 @@ class _Extractor:
                     self._generic_stmt(st, fr)
                 else:
                     handler(self, st, fr)
+
+    def _assign_call(self, target: ast.Name, call: ast.Call, fr: _Frame, st) -> None:
+        """Bind ``name = C(...)`` in a function or the module; note ``C`` for inference."""
+        name = target.id
+        scope = fr.scope
+        inst = scope.inst
+        fresh = name not in scope.b and name not in inst
+        if fr.kind == FUNCTION:
+            scope.bind(name, None)
+        else:
+            self._target(target, fr, st, None)
+        # Bound before (or poisoned by a global/nonlocal elsewhere), or C(...)
+        # is not a dotted name: nothing to infer, ever.
+        inst[name] = (_dotted(call.func) or _BAD) if fresh else _BAD
 
     def _generic_stmt(self, st, fr: _Frame) -> None:
         # Statements of future Python versions: walk what looks like code.
@@ -618,7 +664,7 @@ class _Extractor:
         if decorators:
             self._decorator_refs(decorators, node_id, scope)
 
-        inner = _Scope(False, scope)
+        inner = _Scope(False, scope, False, {})
         b = inner.b
         self_name = None
         if is_method and not is_static and positional:
@@ -872,10 +918,25 @@ class _Extractor:
 
     def _s_global(self, st, fr: _Frame) -> None:
         if fr.kind != MODULE:
-            marker = _GLOBAL if type(st) is ast.Global else _NONLOCAL
-            b = fr.scope.b
+            is_global = type(st) is ast.Global
+            marker = _GLOBAL if is_global else _NONLOCAL
+            scope = fr.scope
+            b = scope.b
+            # The names may be rebound here, so whatever binds them outside
+            # (the module; every enclosing function, to be safe) infers nothing.
+            if is_global:
+                outer = [scope.inst, self.module_scope.inst]
+            else:
+                outer = [scope.inst]
+                s = scope.parent
+                while s is not None and s.parent is not None:  # not the module
+                    outer.append(s.inst)
+                    s = s.parent
             for name in st.names:
                 b[name] = marker
+                for inst in outer:
+                    if inst is not None:
+                        inst[name] = _BAD
 
     def _s_pass(self, st, fr: _Frame) -> None:
         pass
@@ -980,6 +1041,13 @@ class _Extractor:
                         parts.append("")
                         parts.reverse()
                         raw_append((src, CALLS, scope, v.id, ".".join(parts)))
+                    elif type(v) is _Call and len(parts) == 1:
+                        # C(...).m(): T.m where the call C(...) resolves to T,
+                        # recorded after C(...)'s own calls, before .m()'s args.
+                        dn = _dotted(v.func)
+                        if dn is not None:
+                            push((src, _CALLS_ON_RESULT, scope, dn[0], dn[1] + "." + f.attr))
+                        push(v)
                     else:
                         push(v)  # f().x(), a[0].b(), "".join()
                 else:
@@ -1017,6 +1085,8 @@ class _Extractor:
                 while s.is_comp:  # a walrus in a comprehension binds outside it
                     s = s.parent
                 s.bind(x.target.id, None)
+            elif t is tuple:  # a raw ref pushed to come out in source order
+                raw_append(x)
             else:
                 names = _EXPR_FIELDS.get(t)
                 if names is None:
@@ -1083,6 +1153,47 @@ class _Extractor:
             s = s.parent
         return _MISSING
 
+    def _resolve_call(self, scope: _Scope, name: str, suffix: str) -> str | None:
+        """What the call ``name + suffix`` made in ``scope`` resolves to, as in _resolve."""
+        v = scope.b.get(name, _MISSING)
+        if v is _MISSING or type(v) is int:
+            v = self._lookup(scope, name)
+        t = type(v)
+        if t is str:
+            return v + suffix
+        if v is _MISSING:
+            if self.star is None or name in _BUILTINS:
+                return None
+            return self.star + "." + name + suffix
+        if t is tuple and (suffix or v[2]):
+            return v[1] + suffix
+        return None
+
+    def _inferred(self, scope: _Scope, name: str, suffix: str) -> str | None:
+        """``T.m`` for a call ``name.m`` on a variable bound once to ``C(...)``, ``C`` -> T."""
+        s = scope
+        first = True
+        local = True  # still in the function (or class body) the call is made in
+        while s is not None:
+            if first or not s.is_class:
+                v = s.b.get(name, _MISSING)
+                if v is _GLOBAL:
+                    s = self.module_scope
+                    break
+                if v is not _MISSING and v is not _NONLOCAL:
+                    break
+            if not s.is_comp:
+                local = False
+            first = False
+            s = s.parent
+        if s is None or s.inst is None or not (local or s.parent is None):
+            return None
+        c = s.inst.get(name)
+        if not c:  # None or _BAD
+            return None
+        t = self._resolve_call(s, c[0], c[1])
+        return None if t is None else t + suffix
+
     def _resolve(self) -> list:
         out: dict = {}
         lookup = self._lookup
@@ -1093,6 +1204,12 @@ class _Extractor:
             if scope is None:
                 out[(src, kind, name)] = None
                 continue
+            if kind == _CALLS_ON_RESULT:
+                inner, _, attr = suffix.rpartition(".")
+                target = self._resolve_call(scope, name, inner)
+                if target is not None:
+                    out[(src, CALLS, target + "." + attr)] = None
+                continue
             v = scope.b.get(name, missing)
             if v is missing or type(v) is int:  # not local, or global/nonlocal
                 v = lookup(scope, name)
@@ -1100,7 +1217,16 @@ class _Extractor:
             if t is str:
                 target = v + suffix
             elif v is None:
-                continue
+                # x.m() on a variable: T.m if x = C(...) is its one binding.
+                if kind != CALLS or suffix.rfind(".") != 0:
+                    continue
+                if name in scope.b:  # bound right here, the usual case
+                    inst = scope.inst
+                    if not inst or not inst.get(name):
+                        continue
+                target = self._inferred(scope, name, suffix)
+                if target is None:
+                    continue
             elif v is missing:
                 if star is None or name in _BUILTINS:
                     continue
