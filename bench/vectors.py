@@ -1012,6 +1012,11 @@ def main() -> int:
                 f"{bms['store int8 1x32']:.2f} vs {bms['store int8 x32']:.2f} ms/query = "
                 f"{bms['store int8 1x32'] / bms['store int8 x32']:.2f}x"),
     ]
+    from codegraph_store import Config
+    base, goal = Config.defaults().performance_targets.vector_search_latency_ms
+    verdicts.append(Verdict(f"plan target vector_search_latency_ms < {goal:.0f} (baseline {base:.0f})",
+                            s8 < goal and sf < goal,
+                            f"Store.search int8 {s8:.2f} ms, f32 {sf:.2f} ms"))
     print_verdicts(verdicts)
     print(f"total bench time {time.perf_counter() - t_start:.1f} s")
     if args.json:

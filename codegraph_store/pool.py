@@ -172,7 +172,6 @@ class Pool:
             offset += segment_bytes(cap, self.stride)
             first += cap
         self.header = header
-        self._live_cache = None
 
     def _check_matches(self, header: Header) -> None:
         if header.uuid != self.uuid or header.space_id != self.space_id:
@@ -352,7 +351,9 @@ class Pool:
 
     def live_masks(self) -> list[np.ndarray]:
         """Per segment, the allow-bitmap of occupied slots (cached per applied_seq)."""
-        key = self.header.applied_seq
+        # Keyed by what the masks depend on: a remap of an unchanged pool
+        # (every search refreshes the mapping) keeps them.
+        key = (self.header.applied_seq, tuple(self.header.caps), id(self._map))
         if self._live_cache is None or self._live_cache[0] != key:
             self._live_cache = (key, [bitmap_from_mask(seg.ids != 0) for seg in self.segments])
         return self._live_cache[1]

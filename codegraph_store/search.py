@@ -160,11 +160,16 @@ def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query:
                         " (SELECT value FROM json_each(?))", (space.id, json.dumps(unique))).fetchall()
     index = {nid: j for j, (nid, _) in enumerate(rows)}
     vectors = np.frombuffer(b"".join(v for _, v in rows), "<f4").reshape(len(rows), space.dim)
-    scores = exact_scores(space.metric, queries, vectors)
+    lower_is_better = space.metric == "l2"
     results = []
     for qi in range(queries.shape[0]):
-        picked = [(int(i), float(scores[qi, index[int(i)]])) for i in cand[qi] if int(i) in index]
-        lower_is_better = space.metric == "l2"
+        # Each query is rescored against its own candidates only.
+        ids = [int(i) for i in cand[qi] if int(i) in index]
+        if not ids:
+            results.append([])
+            continue
+        scores = exact_scores(space.metric, queries[qi:qi + 1], vectors[[index[i] for i in ids]])[0]
+        picked = [(i, float(sc)) for i, sc in zip(ids, scores)]
         picked.sort(key=lambda t: (t[1] if lower_is_better else -t[1], t[0]))
         results.append(picked[:k])
     return space, results

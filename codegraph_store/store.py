@@ -784,10 +784,10 @@ class Store:
             _space, results = run_search(
                 conn, self._embeddings, None, query, k, space, kinds, files, ids,
                 cpu.thread_pool_size, cpu.simd_threshold if cpu.enable_simd else 1 << 30)
-        out = []
-        for hits in results:
-            nodes = self._load(conn, self._cache is not None, [i for i, _ in hits])
-            out.append([SearchHit(n, s) for n, (_, s) in zip(nodes, hits) if n is not None])
+        # One load for every query's hits, then split per query.
+        wanted = list(dict.fromkeys(i for hits in results for i, _ in hits))
+        loaded = {n.id: n for n in self._load(conn, self._cache is not None, wanted) if n is not None}
+        out = [[SearchHit(loaded[i], s) for i, s in hits if i in loaded] for hits in results]
         return out[0] if single else out
 
     def _query_vectors(self, conn: apsw.Connection, query: Any, space: str | None):
