@@ -110,33 +110,48 @@ def check_node_id(value: Any) -> int:
     return _check_id(value, "node id")
 
 
-def validate_node(node: Any) -> Node:
-    """Reject a node the store cannot hold faithfully, with an error naming the field."""
-    if not isinstance(node, Node):
-        raise InvalidTypeError(f"expected Node, got {type(node).__name__}")
-    _check_id(node.id, "Node.id")
-    if not isinstance(node.kind, NodeKind):
-        NodeKind.parse(node.kind)  # raises the precise error
-        raise InvalidTypeError("Node.kind must be a NodeKind (use Node.new to convert names)")
-    for field in ("name", "qualname"):
-        value = getattr(node, field)
-        if not isinstance(value, str):
+def validate_node(node: Any, _checked_paths: set | None = None) -> Node:
+    """Reject a node the store cannot hold faithfully, with an error naming the field.
+
+    ``_checked_paths`` lets a batch validate each distinct file path once.
+    """
+    if type(node) is not Node:
+        if not isinstance(node, Node):
+            raise InvalidTypeError(f"expected Node, got {type(node).__name__}")
+    node_id = node.id
+    if type(node_id) is not int or not 0 < node_id <= MAX_NODE_ID:
+        _check_id(node_id, "Node.id")
+    if type(node.kind) is not NodeKind:
+        if not isinstance(node.kind, NodeKind):
+            NodeKind.parse(node.kind)  # raises the precise error
+            raise InvalidTypeError("Node.kind must be a NodeKind (use Node.new to convert names)")
+    for field, value in (("name", node.name), ("qualname", node.qualname)):
+        if type(value) is not str:
             raise InvalidTypeError(f"Node.{field} must be str, got {type(value).__name__}")
-        if not value.strip():
-            raise InvalidArgumentError(f"Node.{field} must not be empty (node {node.id})")
-        _check_text(value, f"Node.{field}")
-    if node.file is not None:
-        check_path(node.file)
-    start, end = node.start_line, node.end_line
-    for field, value in (("start_line", start), ("end_line", end),
-                         ("start_col", node.start_col), ("end_col", node.end_col)):
-        if type(value) is not int:
-            raise InvalidTypeError(f"Node.{field} must be int, got {type(value).__name__}")
-        if value < 0:
-            raise InvalidArgumentError(f"Node.{field} must be >= 0, got {value} (node {node.qualname})")
-    if end < start or (end == start and node.end_col < node.start_col and end != 0):
+        if not value or (value[0].isspace() or value[-1].isspace()) and not value.strip():
+            raise InvalidArgumentError(f"Node.{field} must not be empty (node {node_id})")
+        if not value.isascii() or "\x00" in value:
+            _check_text(value, f"Node.{field}")
+    file = node.file
+    if file is not None and (_checked_paths is None or file not in _checked_paths):
+        check_path(file)
+        if _checked_paths is not None:
+            _checked_paths.add(file)
+    start, end, scol, ecol = node.start_line, node.end_line, node.start_col, node.end_col
+    if type(start) is not int or type(end) is not int or type(scol) is not int or type(ecol) is not int:
+        for field, value in (("start_line", start), ("end_line", end),
+                             ("start_col", scol), ("end_col", ecol)):
+            if type(value) is not int:
+                raise InvalidTypeError(f"Node.{field} must be int, got {type(value).__name__}")
+    if start < 0 or end < 0 or scol < 0 or ecol < 0:
+        for field, value in (("start_line", start), ("end_line", end),
+                             ("start_col", scol), ("end_col", ecol)):
+            if value < 0:
+                raise InvalidArgumentError(
+                    f"Node.{field} must be >= 0, got {value} (node {node.qualname})")
+    if end < start or (end == start and ecol < scol and end != 0):
         raise InvalidArgumentError(
-            f"node {node.qualname}: range {start}:{node.start_col}-{end}:{node.end_col} is reversed")
+            f"node {node.qualname}: range {start}:{scol}-{end}:{ecol} is reversed")
     return node
 
 

@@ -422,7 +422,8 @@ class Store:
         Every node is validated before anything is written. Returns the count.
         """
         self._check_writable()
-        nodes = [validate_node(n) for n in _as_list(nodes, "nodes")]
+        paths: set = set()
+        nodes = [validate_node(n, paths) for n in _as_list(nodes, "nodes")]
         if nodes:
             with self._write() as buf:
                 buf.add_nodes(nodes)

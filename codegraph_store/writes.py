@@ -111,9 +111,12 @@ class WriteBuffer:
         encode = codec.encode
         # Encode (and so validate) every metadata value before any files row is made.
         blobs = [None if n.metadata is None else encode(n.metadata, threshold) for n in nodes]
+        ids = self._file_ids
         file_id = self.file_id
-        rows = [(n.id, int(n.kind), n.name, n.qualname, file_id(n.file), n.start_line,
-                 n.start_col, n.end_line, n.end_col, blob) for n, blob in zip(nodes, blobs)]
+        rows = [(n.id, n.kind.value, n.name, n.qualname,
+                 None if n.file is None else (ids.get(n.file) or file_id(n.file)),
+                 n.start_line, n.start_col, n.end_line, n.end_col, blob)
+                for n, blob in zip(nodes, blobs)]
         self._queue("upsert_node", rows)
 
     def forget_file(self, path: str) -> None:
