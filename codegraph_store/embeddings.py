@@ -341,6 +341,25 @@ class Embeddings:
                          (live, _current_seq(conn), space.id))
             self._touched.add(space.id)
 
+    def rebuild_all(self, conn: apsw.Connection) -> None:
+        """Rebuild every space's pool from SQLite, whatever state it is in (repair)."""
+        for space in self.spaces(conn):
+            with self._lock:
+                pool = self._pools.get(space.id)
+                if pool is None:
+                    pool = self._pools[space.id] = self._open_pool(conn, space)
+                conn.execute("BEGIN")
+                try:
+                    pool._rw.acquire(True)
+                    try:
+                        pool.ensure_open()
+                    finally:
+                        pool._rw.release(True)
+                    with pool.lock(exclusive=True):
+                        self._rebuild(conn, space, pool, _current_seq(conn))
+                finally:
+                    conn.execute("COMMIT")
+
     def prune_log(self, conn: apsw.Connection) -> None:
         """Drop change-log rows every pool has applied (run inside a write transaction)."""
         for space in self.spaces(conn):

@@ -869,9 +869,9 @@ class Store:
         return run_checks(conn, self._path, full)
 
     def repair(self) -> None:
-        """Rebuild everything derivable from the rows: every index (REINDEX) and the
-        query planner's statistics. Damaged table rows cannot be rebuilt; check()
-        still reports them afterwards."""
+        """Rebuild everything derivable from the rows: every index (REINDEX), the
+        query planner's statistics and every embedding pool. Damaged table rows
+        cannot be rebuilt; check() still reports them afterwards."""
         self._check_open()
         if self._readonly:
             raise ReadOnlyError(f"{self._path}: the store was opened read-only")
@@ -881,6 +881,7 @@ class Store:
             with storage.translated_errors(self._path):
                 self._writer.execute("REINDEX")
                 self._writer.execute("ANALYZE")
+                self._embeddings.rebuild_all(self._writer)
         if self._cache is not None:
             self._cache.clear()
 
