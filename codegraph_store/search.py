@@ -153,25 +153,31 @@ def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query:
         allows = None if slots is None else pool.slot_bitmaps(slots)
         cand, _approx = pool.scan(np.ascontiguousarray(scan_q, np.float32), fetch, allows,
                                   threads, simd_threshold)
-    unique = sorted({int(i) for i in cand.ravel() if i})
-    if not unique:
+    unique = np.unique(cand[cand != 0])  # 0 marks a free slot
+    if not len(unique):
         return space, [[] for _ in range(queries.shape[0])]
     rows = conn.execute("SELECT node_id, vec FROM embeddings WHERE space_id = ? AND node_id IN"
-                        " (SELECT value FROM json_each(?))", (space.id, json.dumps(unique))).fetchall()
-    index = {nid: j for j, (nid, _) in enumerate(rows)}
+                        " (SELECT value FROM json_each(?)) ORDER BY node_id",
+                        (space.id, json.dumps(unique.tolist()))).fetchall()
+    found = np.fromiter((nid for nid, _ in rows), dtype=np.int64, count=len(rows))
+    if not rows:
+        return space, [[] for _ in range(queries.shape[0])]
     vectors = np.frombuffer(b"".join(v for _, v in rows), "<f4").reshape(len(rows), space.dim)
     lower_is_better = space.metric == "l2"
     results = []
     for qi in range(queries.shape[0]):
-        # Each query is rescored against its own candidates only.
-        ids = [int(i) for i in cand[qi] if int(i) in index]
-        if not ids:
+        # Each query is rescored against its own candidates only; a candidate
+        # whose row is gone (deleted since the pool was read) is dropped.
+        ids = cand[qi][cand[qi] != 0]
+        at = np.minimum(np.searchsorted(found, ids), len(found) - 1)
+        keep = found[at] == ids
+        ids, at = ids[keep], at[keep]
+        if not len(ids):
             results.append([])
             continue
-        scores = exact_scores(space.metric, queries[qi:qi + 1], vectors[[index[i] for i in ids]])[0]
-        picked = [(i, float(sc)) for i, sc in zip(ids, scores)]
-        picked.sort(key=lambda t: (t[1] if lower_is_better else -t[1], t[0]))
-        results.append(picked[:k])
+        scores = exact_scores(space.metric, queries[qi:qi + 1], vectors[at])[0]
+        order = np.lexsort((ids, scores if lower_is_better else -scores))[:k]
+        results.append(list(zip(ids[order].tolist(), scores[order].tolist())))
     return space, results
 
 
