@@ -25,6 +25,8 @@ from .model import Node, check_node_id, check_path
 # Candidates scanned per requested result, by pool dtype, before exact rescoring.
 OVERFETCH = {"float32": 1, "float16": 2, "int8": 4}
 MIN_EXTRA_CANDIDATES = 16
+# Scans of one search before candidates that keep disagreeing with SQLite are skipped.
+VERIFY_ATTEMPTS = 3
 
 
 @attrs.frozen
@@ -128,6 +130,36 @@ def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.nd
     return np.where((qn * vn) > 0, out, 0.0)
 
 
+def _candidates(conn: apsw.Connection, embeddings: Embeddings, space: Space, queries: np.ndarray,
+                norms: np.ndarray, k: int, slots: np.ndarray | None, threads: int,
+                simd_threshold: int) -> tuple[np.ndarray, dict, list[int]]:
+    """Scan the pool: per query its candidate slots, the SQLite rows of all of
+    them (``{slot: (node id, f32 vector)}``) and the slots whose pool copy
+    disagrees with SQLite."""
+    pool = embeddings.pool(conn, space)
+    fetch = min(k, pool.capacity) * OVERFETCH[pool.dtype]
+    if pool.dtype != "float32":
+        fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
+    fetch = max(1, min(fetch, pool.capacity))  # k may exceed the vectors: return them all
+    scan_q = queries
+    if pool.normalized:
+        scan_q = (queries.astype(np.float64) / norms[:, None]).astype(np.float32)
+    with pool.reading():
+        allows = None if slots is None else pool.slot_bitmaps(slots)
+        cand, cand_ids, _approx = pool.scan_slots(np.ascontiguousarray(scan_q, np.float32), fetch,
+                                                  allows, threads, simd_threshold)
+        live = cand_ids != 0
+        cand = np.where(live, cand, -1)
+        unique = np.unique(cand[live])
+        pool_ids, pool_rows = pool.read_slots(unique)
+    if pool.damaged:  # the live count disagreed with the ids: rebuild, scan again
+        return cand, {}, [-1]
+    if not len(unique):
+        return cand, {}, []
+    found, bad = embeddings.candidate_rows(conn, space, pool, unique, pool_ids, pool_rows)
+    return cand, found, bad
+
+
 def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query: Any, k: int,
                space_name: str | None, kinds, files, ids, threads: int,
                simd_threshold: int) -> tuple[Space, list[list[tuple[int, float]]]]:
@@ -139,37 +171,38 @@ def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query:
     if space.metric == "cosine" and not np.all(norms > 0):
         raise InvalidArgumentError("a query vector is all zeros; cosine similarity is undefined")
     slots = filter_slots(conn, space, kinds, files, ids)
-    pool = embeddings.pool(conn, space)
-    fetch = min(k, pool.capacity) * OVERFETCH[pool.dtype]
-    if pool.dtype != "float32":
-        fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
-    fetch = max(1, min(fetch, pool.capacity))  # k may exceed the vectors: return them all
-    scan_q = queries
-    if pool.normalized:
-        scan_q = (queries.astype(np.float64) / norms[:, None]).astype(np.float32)
     if slots is not None and len(slots) == 0:
         return space, [[] for _ in range(queries.shape[0])]
-    with pool.reading():
-        allows = None if slots is None else pool.slot_bitmaps(slots)
-        cand, _approx = pool.scan(np.ascontiguousarray(scan_q, np.float32), fetch, allows,
-                                  threads, simd_threshold)
-    unique = sorted({int(i) for i in cand.ravel() if i})
-    if not unique:
+    for attempt in range(VERIFY_ATTEMPTS):
+        cand, found, bad = _candidates(conn, embeddings, space, queries, norms, k, slots,
+                                       threads, simd_threshold)
+        if not bad or attempt == VERIFY_ATTEMPTS - 1:
+            break
+        # Pool rows that disagree with SQLite: damage (rebuild, then scan again)
+        # or a commit that landed between the scan and the read (scan again).
+        if bad != [-1]:
+            embeddings.confirm_damage(conn, space, bad)
+    if not found:
         return space, [[] for _ in range(queries.shape[0])]
-    rows = conn.execute("SELECT node_id, vec FROM embeddings WHERE space_id = ? AND node_id IN"
-                        " (SELECT value FROM json_each(?))", (space.id, json.dumps(unique))).fetchall()
-    index = {nid: j for j, (nid, _) in enumerate(rows)}
-    vectors = np.frombuffer(b"".join(v for _, v in rows), "<f4").reshape(len(rows), space.dim)
+    bad = set(bad)  # only left when commits kept racing the scan: those are skipped
+    index = {}
+    vec_list = []
+    for slot, (nid, vec) in found.items():
+        if slot not in bad:
+            index[slot] = len(vec_list)
+            vec_list.append(vec)
+    vectors = np.stack(vec_list) if vec_list else np.empty((0, space.dim), np.float32)
     lower_is_better = space.metric == "l2"
     results = []
     for qi in range(queries.shape[0]):
         # Each query is rescored against its own candidates only.
-        ids = [int(i) for i in cand[qi] if int(i) in index]
-        if not ids:
+        picked_slots = [int(s) for s in cand[qi] if int(s) in index]
+        if not picked_slots:
             results.append([])
             continue
-        scores = exact_scores(space.metric, queries[qi:qi + 1], vectors[[index[i] for i in ids]])[0]
-        picked = [(i, float(sc)) for i, sc in zip(ids, scores)]
+        scores = exact_scores(space.metric, queries[qi:qi + 1],
+                              vectors[[index[s] for s in picked_slots]])[0]
+        picked = [(found[s][0], float(sc)) for s, sc in zip(picked_slots, scores)]
         picked.sort(key=lambda t: (t[1] if lower_is_better else -t[1], t[0]))
         results.append(picked[:k])
     return space, results
