@@ -97,5 +97,73 @@ def crash_writer(db: str) -> None:
             i += 1
 
 
+# --------------------------------------------------------------- concurrency
+# Group files g<k>.py hold members m0..m<c-1> and a node "count" whose metadata
+# says c. A writer changes c and the members in one transaction, so a reader
+# seeing a count that disagrees with the members saw a torn transaction.
+
+GROUPS = 4
+MAX_MEMBERS = 6
+
+
+def group_nodes(k: int, c: int, tag: int) -> list[Node]:
+    f = f"g{k}.py"
+    members = [Node.new("variable", f"m{j}", f"g{k}.m{j}", file=f, start_line=j + 2, end_line=j + 2,
+                        metadata={"tag": tag}) for j in range(c)]
+    counter = Node.new("variable", "count", f"g{k}.count", file=f, start_line=1, end_line=1,
+                       metadata={"count": c, "tag": tag})
+    return members + [counter]
+
+
+def write_group(store: Store, k: int, c: int, tag: int) -> None:
+    nodes = group_nodes(k, c, tag)
+    gone = [n.id for n in group_nodes(k, MAX_MEMBERS, tag)[c:MAX_MEMBERS]]
+    vecs = np.random.default_rng(tag).standard_normal((len(nodes), DIM)).astype(np.float32)
+    with store.transaction():
+        store.delete_nodes(gone)
+        store.add_nodes(nodes)
+        store.add_embeddings([n.id for n in nodes], vecs, space=SPACE)
+
+
+def group_is_whole(store: Store, k: int) -> bool:
+    """One statement reads the group's nodes: the counter must match the members
+    and every node must carry the same tag (written by one transaction)."""
+    nodes = store.find(file=f"g{k}.py")
+    if not nodes:
+        return True
+    counters = [n for n in nodes if n.name == "count"]
+    tags = {n.metadata["tag"] for n in nodes}
+    return len(counters) == 1 and counters[0].metadata["count"] == len(nodes) - 1 and len(tags) == 1
+
+
+def group_writer(db: str, seed: str, count: str) -> None:
+    """Write ``count`` random group changes; print how many raised BusyError."""
+    from codegraph_store.errors import BusyError
+    rng = np.random.default_rng(int(seed))
+    busy = 0
+    with Store.open(db) as store:
+        for n in range(int(count)):
+            try:
+                write_group(store, int(rng.integers(GROUPS)), int(rng.integers(1, MAX_MEMBERS + 1)),
+                            int(seed) * 1_000_000 + n)
+            except BusyError:
+                busy += 1
+    print(busy, flush=True)
+
+
+def group_reader(db: str, stop_file: str) -> None:
+    """Check the groups until ``stop_file`` exists; print checks and torn reads."""
+    checks = torn = 0
+    with Store.open(db, readonly=True) as store:
+        while not os.path.exists(stop_file) or checks == 0:
+            for k in range(GROUPS):
+                checks += 1
+                torn += not group_is_whole(store, k)
+            hits = store.search(np.ones(DIM, np.float32), k=5, space=SPACE) if store.spaces() else []
+            torn += any(h.node.file is None or not h.node.file.startswith("g") for h in hits)
+    print(checks, torn, flush=True)
+
+
 if __name__ == "__main__":
-    {"crash": crash_writer}[sys.argv[1]](*sys.argv[2:])
+    {"crash": crash_writer, "group_writer": group_writer,
+     "group_reader": group_reader}[sys.argv[1]](*sys.argv[2:])
