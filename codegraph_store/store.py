@@ -689,14 +689,16 @@ class Store:
     def iter_nodes(self, page: int = 1000) -> Iterator[Node]:
         """Every node in id order, read one page per statement."""
         _check_page(page)
-        for row in graph.iter_node_rows(self._conn_for_iteration, page):
-            yield graph.row_to_node(row)
+        with storage.translated_errors(self._path):
+            for row in graph.iter_node_rows(self._conn_for_iteration, page):
+                yield graph.row_to_node(row)
 
     def iter_edges(self, page: int = 1000) -> Iterator[Edge]:
         """Every edge in ``(src, kind, dst)`` order, read one page per statement."""
         _check_page(page)
-        for row in graph.iter_edge_rows(self._conn_for_iteration, page):
-            yield graph.row_to_edge(row)
+        with storage.translated_errors(self._path):
+            for row in graph.iter_edge_rows(self._conn_for_iteration, page):
+                yield graph.row_to_edge(row)
 
     def files(self) -> list:
         """Every file row (path, language, module, hash, size, parse error, node count)."""
@@ -798,7 +800,10 @@ class Store:
             from .embedders import embedder_for_space
             target = self._embeddings.space(conn, space)
             return embedder_for_space(target.name, target.dim).embed([query]), True
-        arr = np.asarray(query) if not isinstance(query, (bytes, dict)) else query
+        try:
+            arr = np.asarray(query) if not isinstance(query, (bytes, dict)) else query
+        except (ValueError, TypeError) as e:  # ragged or otherwise not an array
+            raise InvalidTypeError(f"query must be a numeric array: {e}") from None
         return query, getattr(arr, "ndim", 1) == 1
 
     def context(self, query: Any, k: int = 5, hops: int = 1, budget: int = 12000,
