@@ -90,6 +90,21 @@ def _mutate(blob: bytes, changes) -> bytes:
     return bytes(out)
 
 
+def test_metadata_with_a_lone_surrogate_is_refused_with_a_typed_error(tmp_path):
+    """Found by the corpus: encode() raised a bare UnicodeEncodeError, and decode()
+    accepted '\\ud800' escapes and NaN, returning values encode() refuses."""
+    from codegraph_store.errors import InvalidArgumentError
+    with Store.open(tmp_path / "s.cgdb") as s:
+        with pytest.raises(InvalidArgumentError, match="not valid Unicode"):
+            s.add_nodes([Node.new("function", "f", file="m.py", start_line=1,
+                                  metadata={"a": "\ud800"})])
+        assert s.find("f") == []
+    for record in (b'J"\\ud800"', b"J[NaN]", b'J{"a":-Infinity}'):
+        with pytest.raises(CorruptStoreError):
+            codec.decode(record)
+    assert codec.decode(b'J"\\ud83d\\ude00"') == "\U0001f600"  # an escaped pair is fine
+
+
 @pytest.mark.parametrize("path", corpus("codec"), ids=lambda p: p.name)
 def test_codec_corpus(path):
     check_decode(bytes.fromhex(path.read_text().strip()))
