@@ -34,7 +34,7 @@ import threading
 import zlib
 import numpy as np
 
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, StoreIOError
 
 MAGIC = b"CGPOOL\x00\x01"
 VERSION = 1
@@ -244,10 +244,10 @@ class Pool:
             self._map[:_CRC_AT + 4] = header.pack()
             self._layout(header, self._map)
             return
-        os.ftruncate(self._fd, 0)
-        os.ftruncate(self._fd, size)
+        self.header = None
+        self._resize(0)
+        self._resize(size)
         os.pwrite(self._fd, header.pack(), 0)
-        self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE)
         self._layout(header, self._map)
 
     def _round_capacity(self, rows: int) -> int:
@@ -269,15 +269,28 @@ class Pool:
         if caps == header.caps:
             return
         size = HEADER_SIZE + sum(segment_bytes(c, self.stride) for c in caps)
-        header.caps = caps
         if self.path is None:
             self.segments = []
             self._map.extend(bytes(size - len(self._map)))
         else:
-            self._unmap()
-            os.ftruncate(self._fd, size)  # the new segment reads as zeros: all slots free
-            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE)
+            self.header = None  # until the file has its new size; the next sync remaps
+            self._resize(size)  # the new segment reads as zeros: all slots free
+            self.header = header
+        header.caps = caps
         self._write_header()
+
+    def _resize(self, size: int) -> None:
+        """Set the file's size and map it. Disk full (or any refusal) is a
+        StoreIOError; the pool is left unmapped, to be remapped or rebuilt by the
+        next sync, and SQLite, the truth, is untouched."""
+        self._unmap()
+        try:
+            os.ftruncate(self._fd, size)
+            if size:
+                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE)
+        except OSError as e:
+            raise StoreIOError(f"{self.path}: cannot size the embedding pool to {size} bytes: "
+                               f"{e.strerror or e}") from e
 
     def _write_header(self) -> None:
         self._map[:_CRC_AT + 4] = self.header.pack()

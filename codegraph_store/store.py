@@ -176,14 +176,24 @@ class Store:
             self._embeddings.close()
         with self._readers_lock:
             readers, self._readers = self._readers, []
+        failed: list[apsw.Error] = []
         for conn in readers:
-            conn.close()
+            try:
+                conn.close()
+            except apsw.Error as e:
+                failed.append(e)
         if self._writer is not None:
             with contextlib.suppress(apsw.Error):
                 if not self._writer.getautocommit():
                     self._writer.execute("ROLLBACK")
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()  # the final checkpoint may fail (I/O error, disk full)
+            except apsw.Error as e:
+                failed.append(e)
+        if failed:
+            # Every connection is closed by now; committed data is safe in the WAL.
+            raise storage.translate(failed[0], self._path) from failed[0]
 
     # -------------------------------------------------------------- connections
 
