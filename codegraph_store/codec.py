@@ -34,7 +34,13 @@ ZSTD_LEVEL = 3
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"),
                             check_circular=False)
-_decoder = json.JSONDecoder()
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # encode() never writes NaN or Infinity
+
+
+_decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 _local = threading.local()
 
 
@@ -89,7 +95,10 @@ def encode(value: Any, compression_threshold: int | None = 1024) -> bytes | None
     if value is None:
         return None
     check_json_value(value)
-    raw = _encoder.encode(value).encode("utf-8", "strict")
+    try:
+        raw = _encoder.encode(value).encode("utf-8", "strict")
+    except UnicodeEncodeError as e:
+        raise InvalidArgumentError(f"metadata contains a string that is not valid Unicode: {e}") from None
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidArgumentError(f"metadata is {len(raw)} bytes; the limit is {MAX_RECORD_BYTES}")
     if compression_threshold is not None and len(raw) >= compression_threshold:
@@ -135,6 +144,11 @@ def decode(blob: bytes | None) -> Any:
     else:
         raise CorruptStoreError(f"metadata record has unknown tag byte 0x{tag:02x}")
     try:
-        return _decoder.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        value = _decoder.decode(raw.decode("utf-8"))
+        if b"\\ud" in raw or b"\\uD" in raw:
+            # A \\ud800-style escape may decode to a lone surrogate, which encode()
+            # never writes and no UTF-8 text can hold: a crafted record.
+            _encoder.encode(value).encode("utf-8", "strict")
+        return value
+    except (UnicodeError, ValueError, RecursionError) as e:
         raise CorruptStoreError(f"metadata record is not valid JSON: {e}") from None

@@ -267,6 +267,9 @@ class Embeddings:
 
     @staticmethod
     def _refreshed(pool: Pool) -> bool:
+        if pool.damaged:
+            pool.header = None
+            return False
         try:
             pool.refresh_mapping()
             return True
@@ -290,6 +293,7 @@ class Embeddings:
             "SELECT count(*), coalesce(max(slot) + 1, 0) FROM embeddings WHERE space_id = ?",
             (space.id,)).fetchone()
         pool.create(top)
+        pool.damaged = False
         done, last = 0, -1
         while True:
             rows = conn.execute(
@@ -320,6 +324,54 @@ class Embeddings:
             slots = ids = np.empty(0, np.int64)
             vecs = np.empty((0, space.dim), np.float32)
         pool.apply(slots, ids, vecs, freed, seq)
+
+    @staticmethod
+    def candidate_rows(conn: apsw.Connection, space: Space, pool: Pool, slots: np.ndarray,
+                       pool_ids: np.ndarray, pool_rows: np.ndarray) -> tuple[dict, list[int]]:
+        """The SQLite rows of candidate ``slots`` (``{slot: (node id, f32 vector)}``)
+        and the slots whose pool copy (``pool_ids``, decoded ``pool_rows``)
+        disagrees with them: no row, another node, or another vector.
+
+        The pool has no checksum over its rows (keeping one current would cost a
+        pass over every segment per commit); instead the few candidates a search
+        rescores are checked against the rows it reads anyway."""
+        rows = conn.execute(
+            "SELECT slot, node_id, vec FROM embeddings WHERE space_id = ? AND slot IN"
+            " (SELECT value FROM json_each(?))",
+            (space.id, json.dumps([int(s) for s in slots]))).fetchall()
+        found = {}
+        for slot, node_id, blob in rows:
+            if len(blob) != space.dim * 4:
+                from .errors import CorruptStoreError
+                raise CorruptStoreError(f"an embedding of space {space.name!r} is not "
+                                        f"{space.dim} float32 values")
+            found[slot] = (node_id, np.frombuffer(blob, "<f4"))
+        present = [j for j, s in enumerate(slots) if int(s) in found
+                   and found[int(s)][0] == int(pool_ids[j])]
+        agree = np.zeros(len(slots), bool)
+        if present:
+            truth = np.stack([found[int(slots[j])][1] for j in present])
+            agree[present] = pool.rows_agree(pool_rows[present], truth)
+        return found, [int(s) for s, ok in zip(slots, agree) if not ok]
+
+    def confirm_damage(self, conn: apsw.Connection, space: Space, slots: list[int]) -> bool:
+        """After a search saw candidates disagree with SQLite: catch the pool up, and if
+        those slots still disagree in one snapshot of the rows, mark the pool damaged so
+        the next use rebuilds it. False when the disagreement was a concurrent commit."""
+        pool = self.pool(conn, space)
+        conn.execute("BEGIN")
+        try:
+            with pool.reading():
+                if pool.header is None or pool.header.applied_seq != _current_seq(conn):
+                    return False  # moved on meanwhile; the caller searches again
+                arr = np.array(slots, np.int64)
+                ids, rows = pool.read_slots(arr)
+                _found, bad = self.candidate_rows(conn, space, pool, arr, ids, rows)
+        finally:
+            conn.execute("COMMIT")
+        if bad:
+            pool.damaged = True
+        return bool(bad)
 
     def compact(self, conn: apsw.Connection) -> None:
         """Renumber every space's slots densely (run in a write transaction) and

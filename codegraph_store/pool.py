@@ -34,7 +34,7 @@ import threading
 import zlib
 import numpy as np
 
-from .errors import CorruptStoreError
+from .errors import CorruptStoreError, StoreIOError
 
 MAGIC = b"CGPOOL\x00\x01"
 VERSION = 1
@@ -152,6 +152,8 @@ class Pool:
         self._flock_guard = threading.Lock()
         self._shared_holders = 0
         self._locked_fd: int | None = None
+        # Set when a search found rows that disagree with SQLite: rebuild on next use.
+        self.damaged = False
 
     # ------------------------------------------------------------ mapping
 
@@ -242,10 +244,10 @@ class Pool:
             self._map[:_CRC_AT + 4] = header.pack()
             self._layout(header, self._map)
             return
-        os.ftruncate(self._fd, 0)
-        os.ftruncate(self._fd, size)
+        self.header = None
+        self._resize(0)
+        self._resize(size)
         os.pwrite(self._fd, header.pack(), 0)
-        self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE)
         self._layout(header, self._map)
 
     def _round_capacity(self, rows: int) -> int:
@@ -267,15 +269,28 @@ class Pool:
         if caps == header.caps:
             return
         size = HEADER_SIZE + sum(segment_bytes(c, self.stride) for c in caps)
-        header.caps = caps
         if self.path is None:
             self.segments = []
             self._map.extend(bytes(size - len(self._map)))
         else:
-            self._unmap()
-            os.ftruncate(self._fd, size)  # the new segment reads as zeros: all slots free
-            self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE)
+            self.header = None  # until the file has its new size; the next sync remaps
+            self._resize(size)  # the new segment reads as zeros: all slots free
+            self.header = header
+        header.caps = caps
         self._write_header()
+
+    def _resize(self, size: int) -> None:
+        """Set the file's size and map it. Disk full (or any refusal) is a
+        StoreIOError; the pool is left unmapped, to be remapped or rebuilt by the
+        next sync, and SQLite, the truth, is untouched."""
+        self._unmap()
+        try:
+            os.ftruncate(self._fd, size)
+            if size:
+                self._map = mmap.mmap(self._fd, size, access=mmap.ACCESS_WRITE)
+        except OSError as e:
+            raise StoreIOError(f"{self.path}: cannot size the embedding pool to {size} bytes: "
+                               f"{e.strerror or e}") from e
 
     def _write_header(self) -> None:
         self._map[:_CRC_AT + 4] = self.header.pack()
@@ -355,34 +370,78 @@ class Pool:
         # (every search refreshes the mapping) keeps them.
         key = (self.header.applied_seq, tuple(self.header.caps), id(self._map))
         if self._live_cache is None or self._live_cache[0] != key:
-            self._live_cache = (key, [bitmap_from_mask(seg.ids != 0) for seg in self.segments])
+            masks = [seg.ids != 0 for seg in self.segments]
+            if sum(int(np.count_nonzero(m)) for m in masks) != self.header.count:
+                self.damaged = True  # ids were overwritten: the search rebuilds the pool
+            self._live_cache = (key, [bitmap_from_mask(m) for m in masks])
         return self._live_cache[1]
 
     def scan(self, queries: np.ndarray, k: int, allows: list[np.ndarray] | None,
              threads: int, simd_threshold: int) -> tuple[np.ndarray, np.ndarray]:
         """Best ``k`` (node ids, pool scores) per query across every segment."""
+        _slots, ids, vals = self.scan_slots(queries, k, allows, threads, simd_threshold)
+        return ids, vals
+
+    def scan_slots(self, queries: np.ndarray, k: int, allows: list[np.ndarray] | None,
+                   threads: int, simd_threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Best ``k`` (slots, node ids, pool scores) per query across every segment."""
         from . import kernel
         metric = "dot" if self.normalized else self.metric
         allows = allows if allows is not None else self.live_masks()
-        parts_ids, parts_scores = [], []
+        parts_slots, parts_ids, parts_scores = [], [], []
         for seg, allow in zip(self.segments, allows):
             if not allow.any():
                 continue
             rows, vals = kernel.topk(seg.rows, seg.capacity, self.dim, self.dtype, queries, k,
                                      metric, scales=seg.scales if self.dtype == "int8" else None,
                                      allow=allow, threads=threads, simd_threshold=simd_threshold)
+            parts_slots.append(rows + seg.first_slot)
             parts_ids.append(seg.ids[rows])
             parts_scores.append(vals)
         nq = queries.shape[0]
         if not parts_ids:
-            return np.empty((nq, 0), np.int64), np.empty((nq, 0), np.float32)
+            return (np.empty((nq, 0), np.int64), np.empty((nq, 0), np.int64),
+                    np.empty((nq, 0), np.float32))
+        slots = np.concatenate(parts_slots, axis=1)
         ids = np.concatenate(parts_ids, axis=1)
         vals = np.concatenate(parts_scores, axis=1)
         if len(parts_ids) > 1:
             order = np.argsort(vals if metric == "l2" else -vals, axis=1, kind="stable")[:, :k]
+            slots = np.take_along_axis(slots, order, axis=1)
             ids = np.take_along_axis(ids, order, axis=1)
             vals = np.take_along_axis(vals, order, axis=1)
-        return ids, vals
+        return slots, ids, vals
+
+    def read_slots(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of the node ids and the decoded float32 rows in ``slots`` (call
+        under a lock), for checking candidates against their SQLite rows."""
+        ids = np.empty(len(slots), np.int64)
+        vecs = np.empty((len(slots), self.dim), np.float32)
+        width = self.dim * np.dtype(self.dtype).itemsize
+        for j, slot in enumerate(slots):
+            seg, local = self._locate(int(slot))
+            ids[j] = seg.ids[local]
+            raw = seg.rows[local, :width].view(self.dtype)
+            vecs[j] = raw * seg.scales[local] if self.dtype == "int8" else raw
+        return ids, vecs
+
+    def rows_agree(self, stored: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """Per row, whether decoded pool rows ``stored`` are what encoding the
+        float32 rows ``truth`` gives, within the rounding of the pool dtype.
+
+        Garbage changes a row by at least one quantization step somewhere (int8),
+        or beyond float16 rounding; such a row disagrees."""
+        if self.normalized:
+            norms = np.sqrt(np.einsum("ij,ij->i", truth, truth, dtype=np.float64))
+            truth = truth / np.where(norms > 0, norms, 1.0)[:, None]
+        if self.dtype == "float16":
+            truth = np.clip(truth, -F16_MAX, F16_MAX)
+        amax = np.max(np.abs(truth), axis=1, initial=0.0)
+        rel = {"float32": 1e-6, "float16": 1e-3, "int8": 0.51 / 127 + 1e-6}[self.dtype]
+        tol = amax * rel + 1e-30
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.max(np.abs(stored.astype(np.float64) - truth), axis=1, initial=0.0)
+        return diff <= tol
 
     def slot_bitmaps(self, slots: np.ndarray) -> list[np.ndarray]:
         """Allow-bitmaps per segment that admit exactly ``slots`` (and only live ones)."""

@@ -55,7 +55,50 @@ def inspect(conn: apsw.Connection, path: str) -> int:
         raise errors.SchemaTooNewError(
             f"{path}: written by a newer codegraph_store (schema {version}; this version knows "
             f"up to {latest}); upgrade codegraph_store to open it")
+    if version > 0:
+        check_objects(conn, path, version)
     return version
+
+
+_expected: dict[int, dict[tuple[str, str], str]] = {}
+
+
+def expected_objects(version: int) -> dict[tuple[str, str], str]:
+    """``{(type, name): sql}`` of every table, index, view and trigger the migrations
+    up to ``version`` create (replayed once per process in a memory database)."""
+    if version not in _expected:
+        mem = apsw.Connection(":memory:")
+        try:
+            for v, _name, sql in available():
+                if v <= version:
+                    mem.execute(sql)
+            _expected[version] = _objects(mem)
+        finally:
+            mem.close()
+    return _expected[version]
+
+
+def _objects(conn: apsw.Connection) -> dict[tuple[str, str], str]:
+    return {(t, n): sql for t, n, sql in conn.execute(
+        "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'")}
+
+
+def check_objects(conn: apsw.Connection, path: str, version: int) -> None:
+    """Refuse a file whose schema is not exactly the one its version declares.
+
+    A file shipped with a project may be crafted: a trigger of its own (or ours,
+    redefined) would run on the store's writes and a view on the user's queries,
+    so anything the migrations did not create, or created differently, is refused
+    before the store uses the file."""
+    found = _objects(conn)
+    expected = expected_objects(version)
+    foreign = sorted(f"{t} {n}" for (t, n), sql in found.items() if expected.get((t, n)) != sql)
+    missing = sorted(f"{t} {n}" for (t, n) in expected if (t, n) not in found)
+    if foreign or missing:
+        what = "; ".join(filter(None, [
+            foreign and "not created by codegraph_store or changed: " + ", ".join(foreign[:5]),
+            missing and "missing: " + ", ".join(missing[:5])]))
+        raise errors.NotAStoreError(f"{path}: the schema is not a codegraph store's ({what})")
 
 
 def migrate(conn: apsw.Connection, path: str) -> int:

@@ -25,6 +25,8 @@ from .model import Node, check_node_id, check_path
 # Candidates scanned per requested result, by pool dtype, before exact rescoring.
 OVERFETCH = {"float32": 1, "float16": 2, "int8": 4}
 MIN_EXTRA_CANDIDATES = 16
+# Scans of one search before candidates that keep disagreeing with SQLite are skipped.
+VERIFY_ATTEMPTS = 3
 
 
 @attrs.frozen
@@ -128,6 +130,36 @@ def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.nd
     return np.where((qn * vn) > 0, out, 0.0)
 
 
+def _candidates(conn: apsw.Connection, embeddings: Embeddings, space: Space, queries: np.ndarray,
+                norms: np.ndarray, k: int, slots: np.ndarray | None, threads: int,
+                simd_threshold: int) -> tuple[np.ndarray, dict, list[int]]:
+    """Scan the pool: per query its candidate slots, the SQLite rows of all of
+    them (``{slot: (node id, f32 vector)}``) and the slots whose pool copy
+    disagrees with SQLite."""
+    pool = embeddings.pool(conn, space)
+    fetch = min(k, pool.capacity) * OVERFETCH[pool.dtype]
+    if pool.dtype != "float32":
+        fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
+    fetch = max(1, min(fetch, pool.capacity))  # k may exceed the vectors: return them all
+    scan_q = queries
+    if pool.normalized:
+        scan_q = (queries.astype(np.float64) / norms[:, None]).astype(np.float32)
+    with pool.reading():
+        allows = None if slots is None else pool.slot_bitmaps(slots)
+        cand, cand_ids, _approx = pool.scan_slots(np.ascontiguousarray(scan_q, np.float32), fetch,
+                                                  allows, threads, simd_threshold)
+        live = cand_ids != 0
+        cand = np.where(live, cand, -1)
+        unique = np.unique(cand[live])
+        pool_ids, pool_rows = pool.read_slots(unique)
+    if pool.damaged:  # the live count disagreed with the ids: rebuild, scan again
+        return cand, {}, [-1]
+    if not len(unique):
+        return cand, {}, []
+    found, bad = embeddings.candidate_rows(conn, space, pool, unique, pool_ids, pool_rows)
+    return cand, found, bad
+
+
 def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query: Any, k: int,
                space_name: str | None, kinds, files, ids, threads: int,
                simd_threshold: int) -> tuple[Space, list[list[tuple[int, float]]]]:
@@ -139,42 +171,37 @@ def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query:
     if space.metric == "cosine" and not np.all(norms > 0):
         raise InvalidArgumentError("a query vector is all zeros; cosine similarity is undefined")
     slots = filter_slots(conn, space, kinds, files, ids)
-    pool = embeddings.pool(conn, space)
-    fetch = min(k, pool.capacity) * OVERFETCH[pool.dtype]
-    if pool.dtype != "float32":
-        fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
-    fetch = max(1, min(fetch, pool.capacity))  # k may exceed the vectors: return them all
-    scan_q = queries
-    if pool.normalized:
-        scan_q = (queries.astype(np.float64) / norms[:, None]).astype(np.float32)
     if slots is not None and len(slots) == 0:
         return space, [[] for _ in range(queries.shape[0])]
-    with pool.reading():
-        allows = None if slots is None else pool.slot_bitmaps(slots)
-        cand, _approx = pool.scan(np.ascontiguousarray(scan_q, np.float32), fetch, allows,
-                                  threads, simd_threshold)
-    unique = np.unique(cand[cand != 0])  # 0 marks a free slot
-    if not len(unique):
+    for attempt in range(VERIFY_ATTEMPTS):
+        cand, found, bad = _candidates(conn, embeddings, space, queries, norms, k, slots,
+                                       threads, simd_threshold)
+        if not bad or attempt == VERIFY_ATTEMPTS - 1:
+            break
+        # Pool rows that disagree with SQLite: damage (rebuild, then scan again)
+        # or a commit that landed between the scan and the read (scan again).
+        if bad != [-1]:
+            embeddings.confirm_damage(conn, space, bad)
+    if not found:
         return space, [[] for _ in range(queries.shape[0])]
-    rows = conn.execute("SELECT node_id, vec FROM embeddings WHERE space_id = ? AND node_id IN"
-                        " (SELECT value FROM json_each(?)) ORDER BY node_id",
-                        (space.id, json.dumps(unique.tolist()))).fetchall()
-    found = np.fromiter((nid for nid, _ in rows), dtype=np.int64, count=len(rows))
-    if not rows:
+    bad = set(bad)  # only left when commits kept racing the scan: those are skipped
+    kept = sorted(slot for slot in found if slot not in bad)
+    if not kept:
         return space, [[] for _ in range(queries.shape[0])]
-    vectors = np.frombuffer(b"".join(v for _, v in rows), "<f4").reshape(len(rows), space.dim)
+    found_slots = np.array(kept, np.int64)
+    found_ids = np.array([found[s][0] for s in kept], np.int64)
+    vectors = np.stack([found[s][1] for s in kept])
     lower_is_better = space.metric == "l2"
     results = []
     for qi in range(queries.shape[0]):
-        # Each query is rescored against its own candidates only; a candidate
-        # whose row is gone (deleted since the pool was read) is dropped.
-        ids = cand[qi][cand[qi] != 0]
-        at = np.minimum(np.searchsorted(found, ids), len(found) - 1)
-        keep = found[at] == ids
-        ids, at = ids[keep], at[keep]
-        if not len(ids):
+        # Each query is rescored against its own candidates only; -1 marks none.
+        picked = cand[qi][cand[qi] >= 0]
+        at = np.minimum(np.searchsorted(found_slots, picked), len(found_slots) - 1)
+        at = at[found_slots[at] == picked]
+        if not len(at):
             results.append([])
             continue
+        ids = found_ids[at]
         scores = exact_scores(space.metric, queries[qi:qi + 1], vectors[at])[0]
         order = np.lexsort((ids, scores if lower_is_better else -scores))[:k]
         results.append(list(zip(ids[order].tolist(), scores[order].tolist())))

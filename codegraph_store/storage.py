@@ -31,6 +31,10 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 APPLICATION_ID = 0x43474442  # "CGDB"
 BUSY_TIMEOUT_MS = 5000
 DURABILITY = {"normal": "NORMAL", "full": "FULL"}
+# Internal: the SQLite VFS every store connection opens with (None: SQLite's
+# default). Not an option of the public API; the reliability tests point it at
+# APSW shims that inject I/O errors or simulate power loss.
+VFS_NAME: str | None = None
 
 
 class translated_errors:
@@ -158,7 +162,7 @@ def connect(path: str, *, readonly: bool, durability: str = "normal", cache_kib:
         flags = apsw.SQLITE_OPEN_READWRITE | (apsw.SQLITE_OPEN_CREATE if create else 0)
     flags |= apsw.SQLITE_OPEN_NOMUTEX  # each connection is used by one thread at a time
     with translated_errors(path):
-        conn = apsw.Connection(path, flags=flags)
+        conn = apsw.Connection(path, flags=flags, vfs=VFS_NAME)
         try:
             _set_busy_timeout(conn)
             _set_defensive(conn)

@@ -176,14 +176,24 @@ class Store:
             self._embeddings.close()
         with self._readers_lock:
             readers, self._readers = self._readers, []
+        failed: list[apsw.Error] = []
         for conn in readers:
-            conn.close()
+            try:
+                conn.close()
+            except apsw.Error as e:
+                failed.append(e)
         if self._writer is not None:
             with contextlib.suppress(apsw.Error):
                 if not self._writer.getautocommit():
                     self._writer.execute("ROLLBACK")
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            try:
+                writer.close()  # the final checkpoint may fail (I/O error, disk full)
+            except apsw.Error as e:
+                failed.append(e)
+        if failed:
+            # Every connection is closed by now; committed data is safe in the WAL.
+            raise storage.translate(failed[0], self._path) from failed[0]
 
     # -------------------------------------------------------------- connections
 
@@ -689,14 +699,16 @@ class Store:
     def iter_nodes(self, page: int = 1000) -> Iterator[Node]:
         """Every node in id order, read one page per statement."""
         _check_page(page)
-        for row in graph.iter_node_rows(self._conn_for_iteration, page):
-            yield graph.row_to_node(row)
+        with storage.translated_errors(self._path):
+            for row in graph.iter_node_rows(self._conn_for_iteration, page):
+                yield graph.row_to_node(row)
 
     def iter_edges(self, page: int = 1000) -> Iterator[Edge]:
         """Every edge in ``(src, kind, dst)`` order, read one page per statement."""
         _check_page(page)
-        for row in graph.iter_edge_rows(self._conn_for_iteration, page):
-            yield graph.row_to_edge(row)
+        with storage.translated_errors(self._path):
+            for row in graph.iter_edge_rows(self._conn_for_iteration, page):
+                yield graph.row_to_edge(row)
 
     def files(self) -> list:
         """Every file row (path, language, module, hash, size, parse error, node count)."""
@@ -798,7 +810,10 @@ class Store:
             from .embedders import embedder_for_space
             target = self._embeddings.space(conn, space)
             return embedder_for_space(target.name, target.dim).embed([query]), True
-        arr = np.asarray(query) if not isinstance(query, (bytes, dict)) else query
+        try:
+            arr = np.asarray(query) if not isinstance(query, (bytes, dict)) else query
+        except (ValueError, TypeError) as e:  # ragged or otherwise not an array
+            raise InvalidTypeError(f"query must be a numeric array: {e}") from None
         return query, getattr(arr, "ndim", 1) == 1
 
     def context(self, query: Any, k: int = 5, hops: int = 1, budget: int = 12000,

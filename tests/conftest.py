@@ -8,6 +8,9 @@
   configs, read-only, a second handle on the same file); all are closed after
   the test.
 * ``make_node``: builds a node with :meth:`Node.new` and test-friendly defaults.
+* ``stress``: True under ``pytest --stress``. Reliability tests run a CI-sized
+  number of iterations by default and their long form with ``--stress``
+  (``python -m pytest tests/reliability --stress``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ def build_node(name: str, kind="function", *, file: str | None = "mod.py", start
     """
     return Node.new(kind, name, qualname=qualname, file=file, start_line=start_line,
                     end_line=end_line, metadata=metadata, **kwargs)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--stress", action="store_true", default=False,
+                     help="run the reliability tests with their long iteration counts")
+
+
+@pytest.fixture(scope="session")
+def stress(request) -> bool:
+    return bool(request.config.getoption("--stress"))
 
 
 @pytest.fixture
