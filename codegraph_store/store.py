@@ -110,6 +110,11 @@ class Store:
         if io.enable_prefetch and io.prefetch_depth > 0 and self._cache is not None:
             from .prefetch import Prefetcher
             self._prefetcher = Prefetcher(self, io.prefetch_depth)
+        # Wraps this instance's methods only when on, so off costs nothing per call.
+        self.monitor = None
+        if config.performance_targets.enable_monitoring:
+            from .monitor import PerformanceMonitor
+            self.monitor = PerformanceMonitor(self)
 
     @classmethod
     def open(cls, path: str | os.PathLike, readonly: bool = False, durability: str = "normal",
