@@ -128,6 +128,27 @@ class LatencyHistogram:
             self._count += len(values)
             self._total += int(ns.sum())
 
+    def state(self) -> dict[str, Any]:
+        """The histogram as JSON-compatible data (non-empty buckets only), for
+        merging histograms recorded in other processes."""
+        self.fold()
+        nonzero = np.flatnonzero(self.counts)
+        return {"buckets": nonzero.tolist(), "counts": self.counts[nonzero].tolist(),
+                "count": self._count, "total": self._total, "min": self._min, "max": self._max}
+
+    def merge(self, state: Mapping[str, Any]) -> None:
+        """Add a histogram's :meth:`state` into this one."""
+        if not state["count"]:
+            return
+        self.fold()
+        with self._lock:
+            np.add.at(self.counts, np.asarray(state["buckets"], np.int64),
+                      np.asarray(state["counts"], np.int64))
+            self._min = state["min"] if not self._count else min(self._min, state["min"])
+            self._max = max(self._max, state["max"])
+            self._count += state["count"]
+            self._total += state["total"]
+
     def percentile(self, p: float) -> float:
         """The ``p``-th percentile (0..100) in ns, nearest rank; nan when empty.
 

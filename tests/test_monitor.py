@@ -65,6 +65,20 @@ def test_empty_histogram_and_bad_percentile():
         h.percentile(101)
 
 
+def test_merged_states_equal_one_histogram_of_everything():
+    values = np.random.default_rng(3).integers(1, 10**9, 3000).tolist()
+    whole, a, b = LatencyHistogram(), LatencyHistogram(), LatencyHistogram()
+    for i, v in enumerate(values):
+        whole.record(v)
+        (a if i % 3 else b).record(v)
+    merged = LatencyHistogram()
+    merged.merge(json.loads(json.dumps(a.state())))
+    merged.merge(b.state())
+    merged.merge(LatencyHistogram().state())
+    assert merged.state() == whole.state()
+    assert (merged.count, merged.min, merged.max) == (3000, min(values), max(values))
+
+
 def test_memory_is_constant():
     h = LatencyHistogram()
     size = len(h.counts)
