@@ -326,8 +326,8 @@ class Store:
                                      self._compression, bulk=bulk)
                 with storage.translated_errors(self._path):
                     if bulk:
-                        # Checked once, as a set, before the commit (_commit): per-row
-                        # checks were 40% of a bulk load. Can only change outside a txn.
+                        # Checked once, as a set, before the commit (_commit), not per
+                        # row as each row is staged. Can only change outside a txn.
                         self._writer.pragma("foreign_keys", False)
                     try:
                         self._writer.execute("BEGIN IMMEDIATE")
