@@ -309,64 +309,62 @@ def mixed_query(store: Store, i: int) -> None:
     store.neighbors(i)
 
 
-def run_for(seconds: float, step: Callable[[int], None], ids: list[int], start_at: float) -> int:
+def run_for(seconds: float, step: Callable[[int], None], ids: list[int], start_at: float) -> float:
+    """Call ``step`` over ``ids`` (cycling) from wall time ``start_at`` for ``seconds``;
+    the calls per second over the time actually taken."""
     while time.time() < start_at:
         time.sleep(0.001)
-    end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    end = t0 + seconds
     done, n = 0, len(ids)
     while time.perf_counter() < end:
         for j in range(64):
             step(ids[(done + j) % n])
         done += 64
-    return done
+    return done / (time.perf_counter() - t0)
+
+
+def in_threads(workers: int, seconds: float, step: Callable[[int], None],
+               ids_of: Callable[[int], list[int]]) -> float:
+    """Total calls per second of ``workers`` threads running ``step`` at once."""
+    rates = [0.0] * workers
+    start_at = time.time() + 0.2
+
+    def body(w: int) -> None:
+        rates[w] = run_for(seconds, step, ids_of(w), start_at)
+    threads = [threading.Thread(target=body, args=(w,)) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(rates)
 
 
 def measure_concurrency(path: Path, ids: list[int], ids_file: Path, scale: Scale, m: dict) -> None:
     workers = Config.defaults().cpu_optimization.workers()
     with Store.open(path, readonly=True) as store:
-        counts = [0] * workers
-
-        def reader(w: int, step: Callable[[int], None]) -> None:
-            mine = ids[w::workers]
-            counts[w] = run_for(scale.seconds, step, mine, start_at)
-
-        for kind, step in (("graph", lambda i: mixed_query(store, i)),):
-            start_at = time.time() + 0.2
-            threads = [threading.Thread(target=reader, args=(w, step)) for w in range(workers)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        m["concurrent_queries_threads_per_sec"] = 2 * sum(counts) / scale.seconds
-        rng = np.random.default_rng(SEED + 2)
-        queries = unit_rows(rng, 64)
+        # each step is two queries: get_node and neighbors
+        m["concurrent_queries_threads_per_sec"] = 2 * in_threads(
+            workers, scale.seconds, lambda i: mixed_query(store, i), lambda w: ids[w::workers])
+        queries = unit_rows(np.random.default_rng(SEED + 2), 64)
         store.search(queries[0], k=10)
-        start_at = time.time() + 0.2
-        # searches use every core inside the kernel; one caller thread per core as well
-        vec_counts = [0] * workers
-
-        def searcher(w: int) -> None:
-            vec_counts[w] = run_for(scale.seconds, lambda j: store.search(queries[j % 64], k=10),
-                                    list(range(64)), start_at)
-        threads = [threading.Thread(target=searcher, args=(w,)) for w in range(workers)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        m["vector_searches_per_sec"] = sum(vec_counts) / scale.seconds
+        # the kernel scans on every core already; one caller thread per core on top
+        m["vector_searches_per_sec"] = in_threads(
+            workers, scale.seconds, lambda j: store.search(queries[j], k=10),
+            lambda w: list(range(64)))
     start_at = time.time() + 3.0  # every process opened and warmed before the clock starts
     procs = [subprocess.Popen([sys.executable, "-m", "codegraph_store.perfcheck", "serve", str(path),
                                str(ids_file), "--mode", "mixed", "--worker", str(w), "--workers",
                                str(workers), "--seconds", str(scale.seconds), "--start-at",
                                str(start_at)], stdout=subprocess.PIPE, text=True)
              for w in range(workers)]
-    total = 0
+    total = 0.0
     for p in procs:
         out, _ = p.communicate(timeout=600)
         if p.returncode != 0:
             raise RuntimeError("a query process failed")
-        total += json.loads(out)["queries"]
-    m["concurrent_queries_processes_per_sec"] = total / scale.seconds
+        total += json.loads(out)["queries_per_sec"]
+    m["concurrent_queries_processes_per_sec"] = total
     m["concurrent_queries_per_sec"] = max(m["concurrent_queries_threads_per_sec"],
                                           m["concurrent_queries_processes_per_sec"])
     m["mixed_queries_all_cores_per_sec"] = m["concurrent_queries_per_sec"]
@@ -438,8 +436,8 @@ def serve(argv: list[str]) -> int:
             mine = ids[args.worker::args.workers]
             for i in mine[:200]:
                 mixed_query(store, i)
-            result["queries"] = 2 * run_for(args.seconds, lambda i: mixed_query(store, i), mine,
-                                            args.start_at)
+            result["queries_per_sec"] = 2 * run_for(args.seconds, lambda i: mixed_query(store, i),
+                                                    mine, args.start_at)
         elif args.mode == "graph":
             for i in ids:
                 store.get_node(i)
