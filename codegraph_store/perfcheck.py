@@ -46,13 +46,15 @@ SPACE = f"hashing-{DIM}"  # text queries embed with the built-in hashing embedde
 SEED = 20261204
 GEN_VERSION = 1  # bump when the build below changes what it produces
 QUICK_PACKAGES = ("json", "email", "collections", "logging")
+# Questions for text search and RAG context (also used by bench/vectors.py).
 TEXT_QUERIES = [
     "parse a json document", "read lines from a text file", "http request headers",
     "compress bytes with zlib", "submit work to a thread pool", "regular expression match groups",
     "format a date as a string", "open a socket connection with timeout",
     "create a temporary directory", "decode base64 data", "walk a directory tree",
     "spawn a subprocess and capture output", "parse command line arguments",
-    "hash a file with sha256", "send an email over smtp", "log a warning message",
+    "hash a file with sha256", "serialize objects with pickle", "send an email over smtp",
+    "read a csv file", "url quote and unquote", "log a warning message", "sort items by key",
 ]
 _MB = 1024 * 1024
 
