@@ -72,6 +72,7 @@ from _common import (DEFAULT_OUT_DIR, Row, Samples, Verdict, gc_frozen,  # noqa:
 
 from codegraph_store import Node, Store, kernel, schema  # noqa: E402
 from codegraph_store.model import stable_node_id  # noqa: E402
+from codegraph_store.perfcheck import TEXT_QUERIES  # noqa: E402
 
 GEN_VERSION = 1  # bump when the data, node naming or store layout of a build changes
 SEED = 20240612
@@ -89,15 +90,6 @@ GOAL_RECALL = 0.99
 GOAL_INT8 = 3.0  # f32 ms / int8 ms
 GOAL_BATCH = 4.0  # per-query throughput, batch of 32 / single
 
-TEXT_QUERIES = [
-    "parse a json document", "read lines from a text file", "http request headers",
-    "compress bytes with zlib", "submit work to a thread pool", "regular expression match groups",
-    "format a date as a string", "open a socket connection with timeout",
-    "create a temporary directory", "decode base64 data", "walk a directory tree",
-    "spawn a subprocess and capture output", "parse command line arguments",
-    "hash a file with sha256", "serialize objects with pickle", "send an email over smtp",
-    "read a csv file", "url quote and unquote", "log a warning message", "sort items by key",
-]
 
 
 def log(msg: str) -> None:

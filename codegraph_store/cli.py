@@ -16,6 +16,7 @@ from typing import Any, Callable, TextIO
 from xml.sax.saxutils import escape, quoteattr
 
 from . import __version__
+from .config import Config
 from .errors import CodegraphError, NotFoundError
 from .kinds import EdgeKind, NodeKind
 from .model import Node
@@ -427,7 +428,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "graphml"], default="jsonl")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("perf", help="measure every performance target; show recorded runs and trends")
+    p.add_argument("action", choices=["validate", "report", "trends"],
+                   help="validate: build or reuse a store at scale, measure, exit 1 on a missed "
+                        "target; report: the last recorded run; trends: each metric over time")
+    p.add_argument("--quick", action="store_true",
+                   help="validate on a 60,000-node store (< 1 min); report/trends: the quick runs")
+    p.add_argument("--out", metavar="DIR",
+                   help="stores and run history (default: $CODEGRAPH_PERF_DIR or ~/.cache/codegraph-perf)")
+    p.add_argument("--days", type=float, default=None, help="trends over the last N days only")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text (trends)")
+    p.set_defaults(run=cmd_perf)
     return parser
+
+
+def cmd_perf(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from . import perfcheck
+    from .monitor import trends
+    out = Path(args.out) if args.out else perfcheck.default_out_dir()
+    if args.action == "validate":
+        return perfcheck.validate((["--quick"] if args.quick else []) + ["--out", str(out)],
+                                  prog="codegraph perf validate")
+    history = perfcheck.history_path(out)
+    scale = "quick" if args.quick else "full"
+    if args.action == "report":
+        run = perfcheck.report(history, scale)
+        if run is None:
+            raise UsageError(f"{history}: no recorded {scale} run (run: codegraph perf validate)")
+        print(json.dumps(run, indent=2, sort_keys=True))
+        return EXIT_OK
+    if args.days is not None and not args.days > 0:
+        raise UsageError(f"--days must be > 0, got {args.days}")
+    result = trends(perfcheck.runs_of(history, scale), Config.defaults().performance_targets, args.days)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return EXIT_OK
+    if not result:
+        raise UsageError(f"{history}: no recorded {scale} run (run: codegraph perf validate)")
+    print(f"{'metric':<40} {'runs':>5} {'median':>12} {'band':>10} {'latest':>12}  verdict")
+    for name, t in result.items():
+        med = "-" if t["median"] is None else f"{t['median']:.4g}"
+        band = "-" if t["band"] is None else f"{t['band']:.3g}"
+        verdict = {None: "too few runs", True: "REGRESSION", False: "ok"}[t["regression"]]
+        print(f"{name:<40} {len(t['values']):>5} {med:>12} {band:>10} {t['latest']:>12.4g}  {verdict}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

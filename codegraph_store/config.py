@@ -47,12 +47,24 @@ def _pair(instance, attribute, value):
 
 @attrs.frozen
 class PerformanceTargets:
-    """[baseline, target] pairs of the original plan, read by the benchmarks."""
+    """[baseline, target] pairs of the original plan, read by bench/validate.py and
+    the monitor, and the switch that turns the monitor on."""
 
     node_query_latency_ms: tuple[float, float] = attrs.field(validator=_pair)
+    edge_traversal_latency_ms: tuple[float, float] = attrs.field(validator=_pair)
     vector_search_latency_ms: tuple[float, float] = attrs.field(validator=_pair)
+    rag_latency_ms: tuple[float, float] = attrs.field(validator=_pair)
     graph_memory_mb: tuple[float, float] = attrs.field(validator=_pair)
+    cache_memory_mb: tuple[float, float] = attrs.field(validator=_pair)
+    embedding_memory_mb: tuple[float, float] = attrs.field(validator=_pair)
     concurrent_queries_per_sec: tuple[float, float] = attrs.field(validator=_pair)
+    node_processing_per_sec: tuple[float, float] = attrs.field(validator=_pair)
+    embedding_generation_per_sec: tuple[float, float] = attrs.field(validator=_pair)
+    enable_monitoring: bool
+
+    def lower_is_better(self, name: str) -> bool:
+        """Latencies and memory improve downwards, rates (``*_per_sec``) upwards."""
+        return not name.endswith("_per_sec")
 
 
 @attrs.frozen

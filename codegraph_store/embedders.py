@@ -43,21 +43,31 @@ def tokens(text: str) -> list[str]:
     Stop words and one-character tokens are dropped."""
     out = []
     for ident in _IDENTIFIER.findall(text):
-        parts = [p.lower() for piece in ident.split("_") if piece for p in _SUBWORD.findall(piece)]
-        out.extend(p for p in parts if len(p) > 1 and p not in STOPWORDS)
-        if len(parts) > 1:
-            out.append(ident.lower())
+        out.extend(_identifier_tokens(ident))
+    return out
+
+
+def _identifier_tokens(ident: str) -> list[str]:
+    parts = [p.lower() for piece in ident.split("_") if piece for p in _SUBWORD.findall(piece)]
+    out = [p for p in parts if len(p) > 1 and p not in STOPWORDS]
+    if len(parts) > 1:
+        out.append(ident.lower())
     return out
 
 
 PROBES = 2
+# Entries of an embedder's identifier memo; beyond this, new identifiers are
+# computed each time (memory stays bounded on huge vocabularies).
+MEMO_ENTRIES = 1_000_000
 
 
 class HashingEmbedder:
     """Signed feature hashing of identifier sub-tokens, L2-normalised.
 
     Deterministic across processes and machines (CRC-32, not Python's salted
-    hash), needs no download, and is fast enough to embed a whole index.
+    hash), needs no download, and is fast enough to embed a whole index: the
+    hashed columns of each distinct identifier are computed once and memoised,
+    so embedding a text costs one regex pass and a list extend per identifier.
     """
 
     def __init__(self, dim: int = 384):
@@ -65,40 +75,45 @@ class HashingEmbedder:
             raise InvalidArgumentError(f"hashing embedder dim must be an int in 8..16384, got {dim!r}")
         self.dim = dim
         self.name = f"hashing-{dim}"
-        self._memo: dict[str, tuple[int, float]] = {}
+        self._memo: dict[str, tuple[int, ...]] = {}
 
-    def _buckets(self, token: str) -> tuple[tuple[int, float], ...]:
-        """PROBES (column, sign) pairs per token: with two, a collision between two
-        tokens in one column no longer makes them look alike."""
-        hit = self._memo.get(token)
-        if hit is None:
+    def _columns(self, ident: str) -> tuple[int, ...]:
+        """The signed columns one identifier adds to: PROBES per token (with two, a
+        collision between two tokens in one column no longer makes them look alike),
+        each as ``col`` for +1 or ``dim + col`` for -1."""
+        cols = []
+        dim = self.dim
+        for token in _identifier_tokens(ident):
             h = zlib.crc32(token.encode("utf-8", "surrogatepass"))
-            probes = []
             for p in range(PROBES):
                 hp = (h * (2 * p + 1) + p * 0x9E3779B9) & 0xFFFFFFFF
-                probes.append((hp % self.dim, 1.0 if (hp >> 31) & 1 else -1.0))
-            hit = tuple(probes)
-            if len(self._memo) < 1_000_000:
-                self._memo[token] = hit
+                cols.append(hp % dim + (0 if (hp >> 31) & 1 else dim))
+        hit = tuple(cols)
+        if len(self._memo) < MEMO_ENTRIES:
+            self._memo[ident] = hit
         return hit
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise InvalidTypeError("embed takes a sequence of str")
-        cells, signs = [], []
-        buckets = self._buckets
-        dim = self.dim
+        memo, columns, findall = self._memo, self._columns, _IDENTIFIER.findall
+        cells: list[int] = []
+        lengths: list[int] = []
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InvalidTypeError(f"texts[{i}] is {type(text).__name__}, not str")
-            base = i * dim
-            for tok in tokens(text):
-                for col, sign in buckets(tok):
-                    cells.append(base + col)
-                    signs.append(sign)
-        n = len(texts)
-        out = np.bincount(np.array(cells, dtype=np.int64), weights=np.array(signs),
-                          minlength=n * dim).reshape(n, dim).astype(np.float32)
+            before = len(cells)
+            for ident in findall(text):
+                hit = memo.get(ident)
+                cells.extend(columns(ident) if hit is None else hit)
+            lengths.append(len(cells) - before)
+        n, dim = len(texts), self.dim
+        # Counts of +1 and -1 per column, then their difference: the same integers
+        # as summing signed weights, so vectors are identical to a per-token sum.
+        rows = np.repeat(np.arange(n, dtype=np.int64) * (2 * dim), lengths)
+        counts = np.bincount(rows + np.array(cells, dtype=np.int64), minlength=n * 2 * dim)
+        counts = counts.reshape(n, 2, dim)
+        out = (counts[:, 0, :] - counts[:, 1, :]).astype(np.float32)
         # Sub-linear term frequency keeps one repeated name from dominating.
         out = np.sign(out) * np.log1p(np.abs(out))
         norms = np.linalg.norm(out, axis=1, keepdims=True)

@@ -110,6 +110,11 @@ class Store:
         if io.enable_prefetch and io.prefetch_depth > 0 and self._cache is not None:
             from .prefetch import Prefetcher
             self._prefetcher = Prefetcher(self, io.prefetch_depth)
+        # Wraps this instance's methods only when on, so off costs nothing per call.
+        self.monitor = None
+        if config.performance_targets.enable_monitoring:
+            from .monitor import PerformanceMonitor
+            self.monitor = PerformanceMonitor(self)
 
     @classmethod
     def open(cls, path: str | os.PathLike, readonly: bool = False, durability: str = "normal",
@@ -331,8 +336,8 @@ class Store:
                                      self._compression, bulk=bulk)
                 with storage.translated_errors(self._path):
                     if bulk:
-                        # Checked once, as a set, before the commit (_commit): per-row
-                        # checks were 40% of a bulk load. Can only change outside a txn.
+                        # Checked once, as a set, before the commit (_commit), not per
+                        # row as each row is staged. Can only change outside a txn.
                         self._writer.pragma("foreign_keys", False)
                     try:
                         self._writer.execute("BEGIN IMMEDIATE")

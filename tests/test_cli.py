@@ -190,3 +190,31 @@ def test_every_command_is_documented_in_the_readme():
             for flag in action.option_strings:
                 if flag.startswith("--") and flag not in ("--help", "--db", "--json", "--config"):
                     assert flag in readme, f"{name} {flag} is not in the README"
+
+
+def test_perf_report_and_trends_read_the_recorded_runs(tmp_path, capsys):
+    from codegraph_store.monitor import append_run
+    targets = cli.Config.defaults().performance_targets
+    history = tmp_path / "perf-history.jsonl"
+    for i, ms in enumerate([10.0, 10.2, 9.8, 10.1, 30.0]):
+        append_run(history, {"node_query_latency_ms": ms}, targets, when=1e9 + i,
+                   extra={"scale": "full"})
+    append_run(history, {"node_query_latency_ms": 1.0}, targets, extra={"scale": "quick"})
+    report = run_json(capsys, "perf", "report", "--out", str(tmp_path))
+    assert report["metrics"] == {"node_query_latency_ms": 30.0}
+    assert report["verdicts"]["targets"]["node_query_latency_ms"]["passed"] is True
+    quick = run_json(capsys, "perf", "report", "--quick", "--out", str(tmp_path))
+    assert quick["metrics"] == {"node_query_latency_ms": 1.0}
+    code, out, _ = run(capsys, "perf", "trends", "--out", str(tmp_path))
+    assert code == 0
+    assert re.search(r"node_query_latency_ms\s+5\s+10\.05\s+\S+\s+30\s+REGRESSION", out)
+    trends = run_json(capsys, "perf", "trends", "--out", str(tmp_path))
+    assert trends["node_query_latency_ms"]["regression"] is True
+
+
+def test_perf_without_history_is_a_usage_error(tmp_path, capsys):
+    for action in ("report", "trends"):
+        code, _, err = run(capsys, "perf", action, "--out", str(tmp_path))
+        assert code == 2 and "no recorded full run" in err
+    code, _, err = run(capsys, "perf", "trends", "--days", "0", "--out", str(tmp_path))
+    assert code == 2 and "--days" in err

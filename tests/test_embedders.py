@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from codegraph_store import embedders
 from codegraph_store.embedders import (HashingEmbedder, SentenceTransformerEmbedder, embedder_for_space,
@@ -93,6 +94,16 @@ def test_hashing_embedder_golden_values():
         got = HashingEmbedder(dim).embed(texts)
         for row, text in zip(got, texts):
             np.testing.assert_allclose(row, expected_vector(text, dim), rtol=0, atol=1e-7)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.text(alphabet="abcXYZ_01 .(\u00e9", max_size=60), min_size=1, max_size=8))
+def test_hashing_embedder_equals_the_scheme_cold_and_memoised(texts):
+    """The memo of per-identifier columns and the batched counting change nothing."""
+    e = HashingEmbedder(32)
+    expected = np.array([expected_vector(t, 32) for t in texts])
+    for _ in range(2):  # second pass: every identifier comes from the memo
+        np.testing.assert_allclose(e.embed(texts), expected, rtol=0, atol=1e-7)
 
 
 def test_hashing_embedder_shape_name_dtype():
