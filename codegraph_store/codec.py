@@ -40,6 +40,8 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not JSON")  # encode() never writes NaN or Infinity
 
 
+_ascii_encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"),
+                                  check_circular=False)
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant)
 _local = threading.local()
 
@@ -97,8 +99,10 @@ def encode(value: Any, compression_threshold: int | None = 1024) -> bytes | None
     check_json_value(value)
     try:
         raw = _encoder.encode(value).encode("utf-8", "strict")
-    except UnicodeEncodeError as e:
-        raise InvalidArgumentError(f"metadata contains a string that is not valid Unicode: {e}") from None
+    except UnicodeEncodeError:
+        # A lone surrogate (Python source may hold one: "\udcff" in a docstring)
+        # has no UTF-8 form; \u-escaped JSON keeps it exactly.
+        raw = _ascii_encoder.encode(value).encode("ascii")
     if len(raw) > MAX_RECORD_BYTES:
         raise InvalidArgumentError(f"metadata is {len(raw)} bytes; the limit is {MAX_RECORD_BYTES}")
     if compression_threshold is not None and len(raw) >= compression_threshold:
@@ -144,11 +148,6 @@ def decode(blob: bytes | None) -> Any:
     else:
         raise CorruptStoreError(f"metadata record has unknown tag byte 0x{tag:02x}")
     try:
-        value = _decoder.decode(raw.decode("utf-8"))
-        if b"\\ud" in raw or b"\\uD" in raw:
-            # A \\ud800-style escape may decode to a lone surrogate, which encode()
-            # never writes and no UTF-8 text can hold: a crafted record.
-            _encoder.encode(value).encode("utf-8", "strict")
-        return value
+        return _decoder.decode(raw.decode("utf-8"))
     except (UnicodeError, ValueError, RecursionError) as e:
         raise CorruptStoreError(f"metadata record is not valid JSON: {e}") from None
