@@ -14,7 +14,7 @@ from .errors import CodegraphError
 from .kinds import EdgeKind
 
 # name -> SQL returning the number of violations of one invariant. Whether
-# every reference points at a row is left to PRAGMA foreign_key_check.
+# every reference points at a row is schema.broken_references().
 INVARIANTS = {
     "node line ranges are ordered": "SELECT count(*) FROM nodes WHERE end_line < start_line OR start_line < 0",
     "node names are not empty": "SELECT count(*) FROM nodes WHERE trim(name) = '' OR trim(qualname) = ''",
@@ -68,10 +68,7 @@ def run_checks(conn: apsw.Connection, path: str, full: bool = True) -> CheckRepo
             problems.append(f"schema version {version}, expected {schema.latest_version()}")
 
     def foreign_keys() -> None:
-        rows = conn.execute("PRAGMA foreign_key_check").fetchall()
-        if rows:
-            tables = sorted({r[0] for r in rows})
-            problems.append(f"{len(rows)} rows break foreign keys in {', '.join(tables)}")
+        problems.extend(f"dangling references: {b}" for b in schema.broken_references(conn))
 
     def invariant(name: str, sql: str):
         def run() -> None:

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import apsw
 
-from . import codec
+from . import codec, schema
 from .errors import CorruptStoreError, DanglingEdgeError, TransactionError
 from .model import Edge, Node
 
@@ -198,15 +198,14 @@ def dangling_edges(conn: apsw.Connection, limit: int = 5) -> list[tuple[int, int
 
 def check_foreign_keys(conn: apsw.Connection) -> None:
     """Every reference of every table, checked as a set (bulk loads skip per-row checks)."""
-    rows = conn.execute("PRAGMA foreign_key_check").fetchall()
-    if not rows:
+    broken = schema.broken_references(conn)
+    if not broken:
         return
-    tables = sorted({r[0] for r in rows})
-    edges = dangling_edges(conn) if "edges" in tables else []
+    edges = dangling_edges(conn) if any(b.startswith(("edges.src", "edges.dst")) for b in broken) else []
     if edges:
         shown = ", ".join(f"{s} -[{k}]-> {d}" for s, k, d in edges)
         raise DanglingEdgeError(f"edges refer to nodes that do not exist: {shown}", edges)
-    raise DanglingEdgeError(f"rows of {', '.join(tables)} refer to rows that do not exist")
+    raise DanglingEdgeError(f"rows refer to rows that do not exist: {', '.join(broken)}")
 
 
 def raise_for_commit_failure(conn: apsw.Connection, error: Exception) -> None:

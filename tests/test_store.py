@@ -582,10 +582,10 @@ def test_check_reports_a_dangling_edge_and_bad_metadata_written_through_raw_sql(
     report = g.store.check()
     assert not report.ok
     assert len(report.problems) == 2
-    assert report.problems[0] == "1 rows break foreign keys in edges"
+    assert report.problems[0] == "dangling references: edges.dst -> nodes"
     assert report.problems[1].startswith(f"nodes id={g.B.id}: metadata does not decode")
     # the quick check does not decode metadata
-    assert g.store.check(full=False).problems == ("1 rows break foreign keys in edges",)
+    assert g.store.check(full=False).problems == ("dangling references: edges.dst -> nodes",)
 
 
 def test_compact_shrinks_the_file_and_keeps_the_data(store, store_path):
