@@ -278,15 +278,24 @@ class Embeddings:
             return False
 
     def _catch_up(self, conn: apsw.Connection, space: Space, pool: Pool, seq: int) -> None:
+        """Apply the changed slots ``REBUILD_BATCH`` at a time (a load of a million
+        vectors would otherwise hold every row in memory at once, several times over);
+        only the last batch stamps ``seq``, so an interrupted catch-up is redone."""
         slots = [r[0] for r in conn.execute(
-            "SELECT DISTINCT slot FROM embedding_changes WHERE seq > ? AND seq <= ? AND space_id = ?",
-            (pool.header.applied_seq, seq, space.id))]
-        rows = conn.execute(
-            "SELECT slot, node_id, vec FROM embeddings WHERE space_id = ? AND slot IN"
-            " (SELECT value FROM json_each(?))", (space.id, json.dumps(slots))).fetchall()
-        present = {r[0] for r in rows}
-        freed = np.array([s for s in slots if s not in present], dtype=np.int64)
-        self._apply(pool, space, rows, freed, seq)
+            "SELECT DISTINCT slot FROM embedding_changes WHERE seq > ? AND seq <= ? AND space_id = ?"
+            " ORDER BY slot", (pool.header.applied_seq, seq, space.id))]
+        before = pool.header.applied_seq
+        for start in range(0, max(1, len(slots)), REBUILD_BATCH):
+            batch = slots[start:start + REBUILD_BATCH]
+            rows = conn.execute(
+                "SELECT slot, node_id, vec FROM embeddings WHERE space_id = ? AND slot IN"
+                " (SELECT value FROM json_each(?))", (space.id, json.dumps(batch))).fetchall()
+            present = {r[0] for r in rows}
+            freed = np.array([s for s in batch if s not in present], dtype=np.int64)
+            last = start + REBUILD_BATCH >= len(slots)
+            self._apply(pool, space, rows, freed, seq if last else before)
+            if self.progress and len(slots) > REBUILD_BATCH:
+                self.progress("catch up pool", min(start + REBUILD_BATCH, len(slots)), len(slots))
 
     def _rebuild(self, conn: apsw.Connection, space: Space, pool: Pool, seq: int) -> None:
         (total, top) = conn.execute(

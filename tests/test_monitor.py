@@ -198,6 +198,34 @@ def test_off_wraps_nothing(store):
     assert "get_node" not in vars(store)
 
 
+def test_timed_reads_take_the_same_calls_and_time_the_failing_ones(open_store, make_node):
+    """get_node's wrapper takes get_node's own parameter; the others keep
+    *args/**kwargs. Every form of call works and is timed, failing calls too."""
+    import inspect
+
+    from codegraph_store import Store
+    from codegraph_store.errors import InvalidTypeError
+    st = open_store(config=MONITOR_ON)
+    a = make_node("a", file="m.py", start_line=3)
+    st.add_nodes([a])
+    assert st.get_node(a.id) == a and st.get_node(node_id=a.id) == a
+    assert st.at("m.py", 3) == a and st.at(line=3, file="m.py") == a
+    assert st.neighbors(a.id, direction="in") == [] and st.neighbors(node_id=a.id) == []
+    with pytest.raises(InvalidTypeError):
+        st.get_node("not an id")
+    with pytest.raises(TypeError):
+        st.get_node()
+    with pytest.raises(TypeError):
+        st.get_node(a.id, 2)
+    hists = st.monitor.histograms
+    # the TypeErrors never reached the store, as with the method itself
+    assert (hists["get_node"].count, hists["at"].count, hists["neighbors"].count) == (3, 2, 2)
+    assert inspect.signature(st.get_node) == inspect.signature(Store.get_node.__get__(st))
+    assert st.get_node.__doc__ == Store.get_node.__doc__
+    assert st.get_node.__code__.co_varnames[0] == "node_id"
+    assert st.neighbors.__code__.co_varnames[:2] == ("args", "kwargs")
+
+
 def test_on_times_every_call_and_counts_rows(open_store, make_node):
     st = open_store(config=MONITOR_ON)
     a, b = make_node("a"), make_node("b", start_line=5)

@@ -633,6 +633,41 @@ def test_a_pool_that_is_behind_is_caught_up(filled, tmp_path, rebuilds, put_back
     assert s.spaces()[0]["pool"]["applied_seq"] == seq
 
 
+def test_a_catch_up_larger_than_a_batch_is_applied_in_batches(filled, tmp_path, rebuilds,
+                                                              monkeypatch):
+    """Regression: catching up after a load of a million vectors fetched every changed
+    row in one statement. Batches of 7 here; only the last one stamps the sequence."""
+    s, nodes, corpus = filled
+    path = pool_file(s)
+    aside = tmp_path / "aside"
+    shutil.copyfile(path, aside)
+    more = make_nodes(40, prefix="b")
+    s.add_nodes(more)
+    corpus.add(s, more, vectors(40, 5))
+    s.delete_nodes([n.id for n in nodes[:3]])
+    corpus.drop(n.id for n in nodes[:3])
+    seq = log_seq(s)
+    shutil.copyfile(aside, path)
+    monkeypatch.setattr(embeddings_mod, "REBUILD_BATCH", 7)
+    stamps, seen = [], []
+    real_apply = pool_mod.Pool.apply
+
+    def recording(self, slots, ids, vecs, freed, applied_seq):
+        stamps.append((len(slots), len(freed), applied_seq))
+        return real_apply(self, slots, ids, vecs, freed, applied_seq)
+
+    monkeypatch.setattr(pool_mod.Pool, "apply", recording)
+    s._embeddings.progress = lambda phase, done, total: seen.append((phase, done, total))
+    rebuilds.clear()
+    corpus.check(s, QUERIES, k=20)
+    assert rebuilds == []
+    assert len(stamps) == 7  # 43 changed slots (40 new, 3 freed), 7 per batch
+    assert sum(n for n, _f, _s in stamps) == 40 and sum(f for _n, f, _s in stamps) == 3
+    assert [a for _n, _f, a in stamps] == [150] * 6 + [seq]
+    assert seen[-1] == ("catch up pool", 43, 43)
+    assert read_header(path)["applied_seq"] == seq and read_header(path)["count"] == 187
+
+
 def test_a_pool_behind_a_compacted_log_is_rebuilt(filled, tmp_path, rebuilds):
     s, nodes, corpus = filled
     path = pool_file(s)
