@@ -10,7 +10,8 @@
 * ``make_node``: builds a node with :meth:`Node.new` and test-friendly defaults.
 * ``stress``: True under ``pytest --stress``. Reliability tests run a CI-sized
   number of iterations by default and their long form with ``--stress``
-  (``python -m pytest tests/reliability --stress``).
+  (``python -m pytest tests/reliability --stress``); tests/reliability/conftest.py
+  counts their iterations (``--reliability-report PATH``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def build_node(name: str, kind="function", *, file: str | None = "mod.py", start
 def pytest_addoption(parser):
     parser.addoption("--stress", action="store_true", default=False,
                      help="run the reliability tests with their long iteration counts")
+    parser.addoption("--reliability-report", metavar="PATH", default=None,
+                     help="write the reliability tests' iteration and failure counts to PATH as JSON"
+                          " (default: $CODEGRAPH_RELIABILITY_REPORT; see tests/reliability/conftest.py)")
 
 
 @pytest.fixture(scope="session")

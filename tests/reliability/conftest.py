@@ -1,0 +1,103 @@
+"""Iteration counts of the reliability tests, collected so the table in
+docs/RELIABILITY.md comes from a run rather than being typed.
+
+A test asks for ``tally(scenario, promise)`` and counts on what it gets:
+``t.iterations += 1`` per case run (a kill, a power cut, a damaged file, a
+hypothesis example) and ``t.failures += 1`` per case that broke the promise
+without stopping the test. A test that fails counts at least one failure in
+each of its tallies. A reliability test that takes no tally is one iteration of
+a scenario named after it. Rows of one scenario (parametrized tests, corpus
+files) are summed.
+
+At the end of the run the table is printed in the terminal summary, and
+written as JSON to the file named by ``--reliability-report PATH`` or the
+environment variable ``CODEGRAPH_RELIABILITY_REPORT``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import attrs
+import pytest
+
+_ROWS_KEY = pytest.StashKey[list]()
+_TEST_TALLIES_KEY = pytest.StashKey[list]()
+
+
+@attrs.define
+class Tally:
+    scenario: str
+    promise: str
+    test: str
+    iterations: int = 0
+    failures: int = 0
+
+
+def pytest_configure(config):
+    config.stash[_ROWS_KEY] = []
+
+
+@pytest.fixture
+def tally(request):
+    """``tally(scenario, promise) -> Tally``; count ``iterations`` and ``failures`` on it."""
+    made: list[Tally] = request.node.stash.setdefault(_TEST_TALLIES_KEY, [])
+
+    def _tally(scenario: str, promise: str) -> Tally:
+        t = Tally(scenario, promise, request.node.nodeid)
+        made.append(t)
+        return t
+
+    return _tally
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or report.skipped:
+        return
+    tallies = item.stash.get(_TEST_TALLIES_KEY, None) or [
+        Tally(item.originalname if hasattr(item, "originalname") else item.name, "", item.nodeid, 1)]
+    for t in tallies:
+        if report.failed:
+            t.failures = max(t.failures, 1)
+        item.config.stash[_ROWS_KEY].append(t)
+
+
+def summary(rows: list[Tally]) -> list[dict]:
+    """One row per scenario, in the order first seen, with the counts summed."""
+    out: dict[str, dict] = {}
+    for t in rows:
+        row = out.setdefault(t.scenario, {"scenario": t.scenario, "iterations": 0, "failures": 0,
+                                          "promise": t.promise, "tests": []})
+        row["iterations"] += t.iterations
+        row["failures"] += t.failures
+        row["promise"] = row["promise"] or t.promise
+        if t.test not in row["tests"]:
+            row["tests"].append(t.test)
+    return list(out.values())
+
+
+def markdown_table(rows: list[dict]) -> list[str]:
+    lines = ["| scenario | iterations | failures | what is promised |", "|---|---:|---:|---|"]
+    lines += [f"| {r['scenario']} | {r['iterations']} | {r['failures']} | {r['promise']} |" for r in rows]
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    rows = summary(config.stash.get(_ROWS_KEY, []))
+    if not rows:
+        return
+    mode = "stress" if config.getoption("--stress") else "ci"
+    terminalreporter.section(f"reliability iterations ({mode} mode)")
+    for line in markdown_table(rows):
+        terminalreporter.write_line(line)
+    path = config.getoption("--reliability-report") or os.environ.get("CODEGRAPH_RELIABILITY_REPORT")
+    if path:
+        with open(path, "w") as f:
+            json.dump({"mode": mode, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "scenarios": rows}, f, indent=1)
+        terminalreporter.write_line(f"written to {path}")
