@@ -220,8 +220,11 @@ def _parse_all(root: str, paths: list[str], store: Store, jobs: int,
     # Pool would start a new worker and wait for the lost batch forever.
     with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=initializer,
                                                 initargs=initargs) as pool:
-        pending = [pool.submit(_parse_batch, root, batch, threshold, max_bytes) for batch in batches]
         try:
+            try:
+                pending = [pool.submit(_parse_batch, root, batch, threshold, max_bytes) for batch in batches]
+            except Exception as e:  # a worker died while the batches were handed out
+                raise IndexingError(f"a parser process failed: {type(e).__name__}: {e}") from e
             for job in pending:
                 try:
                     results = job.result()

@@ -19,6 +19,10 @@ from codegraph_store.errors import CorruptStoreError, NotAStoreError
 
 PACKAGE = pathlib.Path(codegraph_store.__file__).parent
 
+pytestmark = pytest.mark.scenario(
+    "hostile .cgdb", "refused with a typed error, or what the file asks for is harmless (no pickle,"
+    " no extension loading, untrusted schema)")
+
 
 def make_store(path, nodes=3) -> list[Node]:
     made = [Node.new("function", f"f{i}", file="m.py", start_line=i + 1, metadata={"i": i})

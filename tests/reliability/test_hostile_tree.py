@@ -14,8 +14,6 @@ import multiprocessing
 import os
 import random
 import signal
-import threading
-import time
 
 import pytest
 
@@ -180,7 +178,7 @@ def test_hostile_tree_is_indexed_with_reasons(tmp_path, monkeypatch, tally, jobs
 
 
 def test_the_default_cap_and_the_cli_option(tmp_path, capsys, tally):
-    t = tally("hostile source tree", "")
+    t = tally("hostile source tree")
     root = str(tmp_path / "root")
     put(root, "m.py", b"def f():\n    pass\n")  # 18 bytes
     big = os.path.join(root, "huge.py")
@@ -387,25 +385,19 @@ def test_a_parser_process_killed_mid_run(tmp_path, monkeypatch, tally):
     root = str(tmp_path / "root")
     for i in range(200):
         put(root, f"m{i}.py", b"".join(b"def f%d():\n    return %d\n\n" % (j, j) for j in range(50)))
-    real_scan = build.scan
+    killed = []
 
-    def scan_then_kill_a_worker(*args):
-        def kill_first_worker():
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            while time.monotonic() < deadline:
-                for child in multiprocessing.active_children():
-                    os.kill(child.pid, signal.SIGKILL)
-                    return
-                time.sleep(0.001)
-        threading.Thread(target=kill_first_worker, daemon=True).start()
-        return real_scan(*args)
+    def kill_a_worker_once_parsing(phase, done, total):
+        """After the first batch comes back, with batches still pending."""
+        if phase == "parse" and not killed:
+            (worker, *_) = multiprocessing.active_children()
+            os.kill(worker.pid, signal.SIGKILL)
+            killed.append(worker.pid)
 
     with Store.open(tmp_path / "k.cgdb") as store:
-        monkeypatch.setattr(build, "scan", scan_then_kill_a_worker)
         with pytest.raises(IndexingError, match="a parser process failed: BrokenProcessPool: "):
-            index(store, root, 2, monkeypatch)
-        assert store.files() == [] and store.check().ok
-        monkeypatch.setattr(build, "scan", real_scan)
+            index(store, root, 2, monkeypatch, progress=kill_a_worker_once_parsing)
+        assert killed and store.files() == [] and store.check().ok
         report = index(store, root, 2, monkeypatch)
         assert (report.files_seen, report.failed) == (200, ())
         assert len(store.find("f49", kind="function")) == 200 and store.check().ok

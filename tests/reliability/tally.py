@@ -1,13 +1,16 @@
-"""Iteration counts of the reliability tests, collected so the table in
+"""pytest plugin (loaded by tests/conftest.py): iteration counts of the
+reliability tests (those in this directory), collected so the table in
 docs/RELIABILITY.md comes from a run rather than being typed.
 
-A test asks for ``tally(scenario, promise)`` and counts on what it gets:
-``t.iterations += 1`` per case run (a kill, a power cut, a damaged file, a
-hypothesis example) and ``t.failures += 1`` per case that broke the promise
-without stopping the test. A test that fails counts at least one failure in
-each of its tallies. A reliability test that takes no tally is one iteration of
-a scenario named after it. Rows of one scenario (parametrized tests, corpus
-files) are summed.
+A module names its scenario and what it promises with
+``pytestmark = pytest.mark.scenario(name, promise)``. A test asks for
+``tally()`` (or ``tally(name, promise)`` for a scenario of its own) and counts
+on what it gets: ``t.iterations += 1`` per case run (a kill, a power cut, a
+damaged file, a hypothesis example) and ``t.failures += 1`` per case that broke
+the promise without stopping the test. A test that fails counts at least one
+failure in each of its tallies; a test that takes no tally is one iteration of
+its module's scenario. Rows of one scenario (parametrized tests, corpus files)
+are summed.
 
 At the end of the run the table is printed in the terminal summary, and
 written as JSON to the file named by ``--reliability-report PATH`` or the
@@ -18,11 +21,13 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import time
 
 import attrs
 import pytest
 
+HERE = pathlib.Path(__file__).parent
 _ROWS_KEY = pytest.StashKey[list]()
 _TEST_TALLIES_KEY = pytest.StashKey[list]()
 
@@ -37,16 +42,28 @@ class Tally:
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "scenario(name, promise): the reliability scenario a test"
+                                       " belongs to, and what it promises")
     config.stash[_ROWS_KEY] = []
+
+
+def _module_scenario(item) -> tuple[str, str]:
+    mark = item.get_closest_marker("scenario")
+    if mark is None:
+        return item.originalname if hasattr(item, "originalname") else item.name, ""
+    return mark.args[0], mark.args[1]
 
 
 @pytest.fixture
 def tally(request):
-    """``tally(scenario, promise) -> Tally``; count ``iterations`` and ``failures`` on it."""
+    """``tally(scenario=None, promise=None) -> Tally`` (default: the module's scenario);
+    count ``iterations`` and ``failures`` on it."""
     made: list[Tally] = request.node.stash.setdefault(_TEST_TALLIES_KEY, [])
 
-    def _tally(scenario: str, promise: str) -> Tally:
-        t = Tally(scenario, promise, request.node.nodeid)
+    def _tally(scenario: str | None = None, promise: str | None = None) -> Tally:
+        default_scenario, default_promise = _module_scenario(request.node)
+        t = Tally(scenario or default_scenario, promise if promise is not None else default_promise,
+                  request.node.nodeid)
         made.append(t)
         return t
 
@@ -57,10 +74,9 @@ def tally(request):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when != "call" or report.skipped:
+    if report.when != "call" or report.skipped or HERE not in item.path.parents:
         return
-    tallies = item.stash.get(_TEST_TALLIES_KEY, None) or [
-        Tally(item.originalname if hasattr(item, "originalname") else item.name, "", item.nodeid, 1)]
+    tallies = item.stash.get(_TEST_TALLIES_KEY, None) or [Tally(*_module_scenario(item), item.nodeid, 1)]
     for t in tallies:
         if report.failed:
             t.failures = max(t.failures, 1)
