@@ -15,6 +15,8 @@ are summed.
 At the end of the run the table is printed in the terminal summary, and
 written as JSON to the file named by ``--reliability-report PATH`` or the
 environment variable ``CODEGRAPH_RELIABILITY_REPORT``.
+``python tests/reliability/tally.py A.json [B.json ...]`` prints the table of
+reports, a scenario of a later one replacing the same scenario of an earlier.
 """
 
 from __future__ import annotations
@@ -117,3 +119,19 @@ def pytest_terminal_summary(terminalreporter, config):
             json.dump({"mode": mode, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        "scenarios": rows}, f, indent=1)
         terminalreporter.write_line(f"written to {path}")
+
+
+def merged_table(paths: list[str]) -> list[str]:
+    """The markdown table of several JSON reports; a scenario of a later report
+    (a re-run after a fix) replaces the same scenario of an earlier one."""
+    rows: dict[str, dict] = {}
+    for path in paths:
+        with open(path) as f:
+            report = json.load(f)
+        rows.update((r["scenario"], r) for r in report["scenarios"])
+    return markdown_table(list(rows.values()))
+
+
+if __name__ == "__main__":
+    import sys
+    print("\n".join(merged_table(sys.argv[1:])))
