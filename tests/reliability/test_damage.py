@@ -135,7 +135,7 @@ def run_cases(tmp_path, all_cases: list[dict], expected: dict) -> list[tuple[dic
 # rebuilt from SQLite. A damaged WAL loses the commits from the damaged frame on
 # (SQLite's frame checksums), leaving the earlier state. Truncation is always
 # seen. A flipped bit inside a database record can go unseen: SQLite keeps no
-# page checksums (see README, Reliability).
+# page checksums (see docs/RELIABILITY.md).
 ALLOWED = {
     ("pool", "flip"): {"ok"}, ("pool", "truncate"): {"ok"},
     ("wal", "flip"): {"ok", "earlier", "refused", "detected", "repaired"},
