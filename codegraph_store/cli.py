@@ -337,6 +337,8 @@ def open_store(args: argparse.Namespace, readonly: bool = False) -> Store:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .indexer.build import DEFAULT_MAX_FILE_BYTES
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--db", default=os.environ.get("CODEGRAPH_DB", "codegraph.cgdb"),
                         help="store file (default: $CODEGRAPH_DB or codegraph.cgdb)")
@@ -352,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="parser processes (default: all cores)")
     p.add_argument("--exclude", action="append", metavar="GLOB",
                    help="directory or file names to skip (repeatable; replaces the defaults)")
-    p.add_argument("--max-file-bytes", type=int, default=8 * 1024 * 1024,
-                   help="skip files larger than this (default 8 MiB)")
+    p.add_argument("--max-file-bytes", type=int, default=DEFAULT_MAX_FILE_BYTES,
+                   help=f"skip files larger than this (default {DEFAULT_MAX_FILE_BYTES // 2**20} MiB)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--embed", nargs="?", const="hashing", metavar="EMBEDDER",
                    help="also store an embedding per symbol (default embedder: hashing)")

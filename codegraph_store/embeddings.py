@@ -28,6 +28,14 @@ POOL_DTYPES = ("float32", "float16", "int8")
 REBUILD_BATCH = 20000
 
 
+def _end_snapshot(conn: apsw.Connection) -> None:
+    """End a read snapshot opened with BEGIN. An I/O error inside it may have
+    rolled it back already (SQLite does on IOERR and FULL); a COMMIT then would
+    replace that error with "cannot commit - no transaction is active"."""
+    if not conn.getautocommit():
+        conn.execute("COMMIT")
+
+
 @attrs.frozen
 class Space:
     """An embedding space: vectors of one model at one dimension."""
@@ -263,7 +271,7 @@ class Embeddings:
                 elif pool.header.applied_seq < seq:
                     self._catch_up(conn, space, pool, seq)
         finally:
-            conn.execute("COMMIT")
+            _end_snapshot(conn)
 
     @staticmethod
     def _refreshed(pool: Pool) -> bool:
@@ -377,7 +385,7 @@ class Embeddings:
                 ids, rows = pool.read_slots(arr)
                 _found, bad = self.candidate_rows(conn, space, pool, arr, ids, rows)
         finally:
-            conn.execute("COMMIT")
+            _end_snapshot(conn)
         if bad:
             pool.damaged = True
         return bool(bad)
@@ -419,7 +427,7 @@ class Embeddings:
                     with pool.lock(exclusive=True):
                         self._rebuild(conn, space, pool, _current_seq(conn))
                 finally:
-                    conn.execute("COMMIT")
+                    _end_snapshot(conn)
 
     def prune_log(self, conn: apsw.Connection) -> None:
         """Drop change-log rows every pool has applied (run inside a write transaction)."""

@@ -78,6 +78,15 @@ AVX2+FMA kernels (F16C too for float16) run when the CPU has them and
 ``CODEGRAPH_FORCE_SCALAR=1`` in the environment at import, or
 :func:`set_force_scalar`, forces the serial kernels; :func:`set_capabilities`
 masks single CPU features (for tests).
+
+Which compiled module
+---------------------
+The package's own ``codegraph_store._kernel``, unless the environment names
+another build of the same sources in ``CODEGRAPH_KERNEL_MODULE`` (a path to
+the extension file) when this module is first imported: tests/sanitize/run
+loads a copy built with AddressSanitizer and UBSan that way. Only the process
+environment is read; nothing in a store file, its configuration or the
+configuration TOML can name a module to load.
 """
 
 from __future__ import annotations
@@ -89,8 +98,34 @@ from typing import Any
 
 import numpy as np
 
-from ._kernel import ffi, lib
 from .errors import InvalidArgumentError, InvalidTypeError
+
+KERNEL_MODULE_ENV = "CODEGRAPH_KERNEL_MODULE"
+
+
+def _load_kernel_module():
+    """The compiled kernel: the package's own, or the build named by $CODEGRAPH_KERNEL_MODULE."""
+    path = os.environ.get(KERNEL_MODULE_ENV)
+    if not path:
+        from . import _kernel
+        return _kernel
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    if not os.path.isfile(path):
+        raise ImportError(f"{KERNEL_MODULE_ENV}={path!r}: no such extension module")
+    name = __package__ + "._kernel"  # the init symbol (PyInit__kernel) is named after it
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=importlib.machinery.ExtensionFileLoader(name, path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+_module = _load_kernel_module()
+ffi, lib = _module.ffi, _module.lib
 
 __all__ = [
     "CAPABILITY_NAMES",

@@ -38,8 +38,8 @@ VFS_NAME: str | None = None
 
 
 class translated_errors:
-    """``with translated_errors(path):`` re-raises APSW errors as the typed errors of
-    :mod:`codegraph_store.errors`. A plain class, not a generator: it wraps every
+    """``with translated_errors(path):`` re-raises APSW errors (and text that is not
+    UTF-8) as the typed errors of :mod:`codegraph_store.errors`. A plain class, not a generator: it wraps every
     query, and a generator-based context manager costs microseconds per use."""
 
     __slots__ = ("path",)
@@ -51,6 +51,11 @@ class translated_errors:
         return None
 
     def __exit__(self, kind, error, tb) -> bool:
+        if kind is not None and issubclass(kind, UnicodeDecodeError):
+            # APSW decodes TEXT columns as UTF-8: bytes that are not come from a
+            # damaged or crafted file (SQLite itself never checks them).
+            raise errors.CorruptStoreError(f"{self.path}: text in the database is not valid UTF-8"
+                                           f" ({error})") from error
         if kind is None or not issubclass(kind, apsw.Error):
             return False
         typed = translate(error, self.path)

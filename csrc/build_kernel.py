@@ -111,9 +111,11 @@ if sys.platform != "win32":
     _LIBRARIES = ["m"]
 
 
-def make_ffi(absolute: bool = False) -> cffi.FFI:
+def make_ffi(absolute: bool = False, extra_flags: tuple[str, ...] = ()) -> cffi.FFI:
     """The FFI of ``codegraph_store._kernel``; ``absolute`` gives absolute
-    source paths (cffi's own ``compile()`` runs the compiler elsewhere)."""
+    source paths (cffi's own ``compile()`` runs the compiler elsewhere);
+    ``extra_flags`` go to the compiler and the linker after the usual ones
+    (tests/sanitize/build.py passes the sanitizer flags)."""
     csrc = _HERE if absolute else CSRC
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
@@ -123,8 +125,8 @@ def make_ffi(absolute: bool = False) -> cffi.FFI:
         sources=[os.path.join(csrc, name) for name in SOURCE_NAMES],
         include_dirs=[csrc],
         depends=[os.path.join(csrc, name) for name in HEADER_NAMES],
-        extra_compile_args=_COMPILE_ARGS,
-        extra_link_args=_LINK_ARGS,
+        extra_compile_args=_COMPILE_ARGS + list(extra_flags),
+        extra_link_args=_LINK_ARGS + list(extra_flags),
         libraries=_LIBRARIES,
     )
     return ffi

@@ -10,7 +10,8 @@
 * ``make_node``: builds a node with :meth:`Node.new` and test-friendly defaults.
 * ``stress``: True under ``pytest --stress``. Reliability tests run a CI-sized
   number of iterations by default and their long form with ``--stress``
-  (``python -m pytest tests/reliability --stress``).
+  (``python -m pytest tests/reliability --stress``); tests/reliability/tally.py
+  counts their iterations (``--reliability-report PATH``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ import shutil
 import pytest
 
 from codegraph_store import Node, Store
+
+# The reliability tests' iteration counts (the ``tally`` fixture); a plugin
+# rather than tests/reliability/conftest.py, which would shadow this module for
+# the tests that import build_node from it.
+pytest_plugins = ("reliability.tally",)
 
 
 def build_node(name: str, kind="function", *, file: str | None = "mod.py", start_line: int = 1,
@@ -37,6 +43,9 @@ def build_node(name: str, kind="function", *, file: str | None = "mod.py", start
 def pytest_addoption(parser):
     parser.addoption("--stress", action="store_true", default=False,
                      help="run the reliability tests with their long iteration counts")
+    parser.addoption("--reliability-report", metavar="PATH", default=None,
+                     help="write the reliability tests' iteration and failure counts to PATH as JSON"
+                          " (default: $CODEGRAPH_RELIABILITY_REPORT; see tests/reliability/tally.py)")
 
 
 @pytest.fixture(scope="session")

@@ -755,3 +755,28 @@ def test_gil_is_released():
     if t1 - t0 < 0.02:
         pytest.skip("scan too fast to observe")
     assert len(during) >= 3
+
+
+# --------------------------------------------------------------------------- #
+# Which compiled module is loaded
+
+
+def test_the_kernel_module_is_the_packages_own_unless_the_environment_names_one():
+    import codegraph_store
+    named = os.environ.get(K.KERNEL_MODULE_ENV)
+    if named:  # tests/sanitize/run
+        assert K._module.__file__ == named
+    else:
+        assert os.path.dirname(K._module.__file__) == os.path.dirname(codegraph_store.__file__)
+    assert sys.modules["codegraph_store._kernel"] is K._module
+
+
+def test_a_kernel_module_named_by_the_environment_must_exist():
+    env = {**os.environ, K.KERNEL_MODULE_ENV: "/nonexistent/_kernel.so"}
+    env.pop("LD_PRELOAD", None)
+    proc = subprocess.run([sys.executable, "-c", "import codegraph_store.kernel"], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert ("ImportError: CODEGRAPH_KERNEL_MODULE='/nonexistent/_kernel.so': no such extension module"
+            in proc.stderr)
+

@@ -10,11 +10,13 @@ resolved again (see :mod:`.resolve`), so the result equals a full rebuild.
 
 from __future__ import annotations
 
+import concurrent.futures
 import fnmatch
 import hashlib
 import multiprocessing
 import os
 import re
+import stat
 import time
 from typing import Callable, Iterable, Iterator
 
@@ -34,8 +36,10 @@ Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 @attrs.frozen
 class IndexReport:
-    """What an indexing run did; ``failed`` files are stored with their reason,
-    ``skipped`` ones (unreadable, too large, unencodable path) are not stored."""
+    """What an indexing run did; ``failed`` files are stored with their reason
+    (a parse error, or a read that failed after the scan), ``skipped`` ones (seen
+    by the scan as unstattable, too large, not a regular file, a symlink leaving
+    the root, an unencodable path) are not stored."""
 
     root: str
     files_seen: int
@@ -79,8 +83,9 @@ def scan(root: str, exclude: Iterable[str] = DEFAULT_EXCLUDE,
     """Python files under ``root`` (relative paths, sorted) and the ones skipped, with why.
 
     Directories matching ``exclude`` (fnmatch on the name) are not entered, symlinked
-    directories are not followed, and symlinked files are kept only when they
-    resolve inside ``root``.
+    directories are not followed (there is no option to follow them), symlinked
+    files are kept only when they resolve inside ``root``, and anything that is
+    not a regular file (a FIFO, a socket, a device) is skipped.
     """
     patterns = [fnmatch.translate(p) for p in exclude]
     excluded = re.compile("|".join(patterns)).match if patterns else (lambda name: None)
@@ -115,10 +120,14 @@ def scan(root: str, exclude: Iterable[str] = DEFAULT_EXCLUDE,
                     skipped.append((rel, "symlink leaves the indexed root"))
                     continue
             try:
-                size = os.stat(full).st_size
+                st = os.stat(full)
             except OSError as e:
                 skipped.append((rel, f"cannot stat: {e.strerror}"))
                 continue
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the read forever
+                skipped.append((rel, "not a regular file"))
+                continue
+            size = st.st_size
             if size > max_file_bytes:
                 skipped.append((rel, f"larger than {max_file_bytes} bytes ({size})"))
                 continue
@@ -127,19 +136,40 @@ def scan(root: str, exclude: Iterable[str] = DEFAULT_EXCLUDE,
     return found, skipped
 
 
-def _read(root: str, rel: str) -> tuple[bytes | None, str | None]:
+def _read(root: str, rel: str, max_bytes: int) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or why not. The tree may change after the scan, so what
+    the scan checked is checked again: the file may be gone, unreadable, now a
+    symlink leaving the root, a FIFO or device (opened non-blocking, so never a
+    read that waits for a writer, and refused), or grown past the size limit
+    (at most one byte past it is read)."""
+    full = os.path.join(root, rel)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(full)]) != real_root:
+        return None, "symlink leaves the indexed root"
     try:
-        with open(os.path.join(root, rel), "rb") as f:
-            return f.read(), None
+        fd = os.open(full, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
         return None, f"unreadable: {e.strerror or e}"
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None, "not a regular file"
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        return None, f"unreadable: {e.strerror or e}"
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        return None, f"larger than {max_bytes} bytes (grew while indexing)"
+    return data, None
 
 
-def _parse_batch(root: str, paths: list[str], threshold: int | None) -> list[_Source]:
+def _parse_batch(root: str, paths: list[str], threshold: int | None,
+                 max_bytes: int) -> list[_Source]:
     """Worker entry point: read, hash and parse a batch of files."""
     out = []
     for rel in paths:
-        data, error = _read(root, rel)
+        data, error = _read(root, rel, max_bytes)
         if data is None:
             out.append(_Source(rel, 0, None, None, error))
             continue
@@ -158,7 +188,7 @@ def _pin_worker(counter) -> None:
 
 
 def _parse_all(root: str, paths: list[str], store: Store, jobs: int,
-               progress: Progress | None) -> Iterator[_Source]:
+               progress: Progress | None, max_bytes: int) -> Iterator[_Source]:
     """Parse ``paths``, yielding results as they complete (order not guaranteed)."""
     cpu = store.config.cpu_optimization
     io = store.config.io_optimization
@@ -167,7 +197,7 @@ def _parse_all(root: str, paths: list[str], store: Store, jobs: int,
     done = 0
     if jobs <= 1 or total <= INLINE_PARSE_LIMIT:
         for rel in paths:
-            yield from _parse_batch(root, [rel], threshold)
+            yield from _parse_batch(root, [rel], threshold, max_bytes)
             done += 1
             if progress:
                 progress("parse", done, total)
@@ -185,17 +215,27 @@ def _parse_all(root: str, paths: list[str], store: Store, jobs: int,
     initializer, initargs = None, ()
     if cpu.cpu_affinity_enabled and hasattr(os, "sched_setaffinity"):
         initializer, initargs = _pin_worker, (ctx.Value("i", 0),)
-    with ctx.Pool(jobs, initializer=initializer, initargs=initargs) as pool:
-        pending = [pool.apply_async(_parse_batch, (root, batch, threshold)) for batch in batches]
-        for job in pending:
+    # concurrent.futures, not multiprocessing.Pool: a worker that dies (killed,
+    # out of memory) breaks the executor and fails every pending batch, where
+    # Pool would start a new worker and wait for the lost batch forever.
+    with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=initializer,
+                                                initargs=initargs) as pool:
+        try:
             try:
-                results = job.get()
-            except Exception as e:  # a worker died: the run cannot be trusted
+                pending = [pool.submit(_parse_batch, root, batch, threshold, max_bytes) for batch in batches]
+            except Exception as e:  # a worker died while the batches were handed out
                 raise IndexingError(f"a parser process failed: {type(e).__name__}: {e}") from e
-            yield from results
-            done += len(results)
-            if progress:
-                progress("parse", done, total)
+            for job in pending:
+                try:
+                    results = job.result()
+                except Exception as e:  # a worker died: the run cannot be trusted
+                    raise IndexingError(f"a parser process failed: {type(e).__name__}: {e}") from e
+                yield from results
+                done += len(results)
+                if progress:
+                    progress("parse", done, total)
+        finally:
+            pool.shutdown(cancel_futures=True)
 
 
 class _Writer:
@@ -332,6 +372,8 @@ def index_tree(store: Store, root: str, *, jobs: int | None = None,
         jobs = store.config.cpu_optimization.workers()
     if type(jobs) is not int or jobs < 1:
         raise InvalidArgumentError(f"jobs must be a positive int, got {jobs!r}")
+    if type(max_file_bytes) is not int or max_file_bytes < 0:
+        raise InvalidArgumentError(f"max_file_bytes must be an int >= 0, got {max_file_bytes!r}")
 
     paths, skipped = scan(root, exclude, max_file_bytes)
     if progress:
@@ -354,7 +396,7 @@ def index_tree(store: Store, root: str, *, jobs: int | None = None,
             if old is None:
                 to_parse.append(rel)
                 continue
-            data, _ = _read(root, rel)
+            data, _ = _read(root, rel, max_file_bytes)
             if data is None or content_hash(data) != old:
                 to_parse.append(rel)
         unchanged = len(paths) - len(to_parse)
@@ -367,13 +409,13 @@ def index_tree(store: Store, root: str, *, jobs: int | None = None,
     writer = _Writer(store)
     if full_build:
         with store.bulk_load():
-            for src in _parse_all(root, to_parse, store, jobs, progress):
+            for src in _parse_all(root, to_parse, store, jobs, progress, max_file_bytes):
                 writer.write(src)
             if progress:
                 progress("resolve", 0, 1)
             resolved = writer.finish_full()
     elif to_parse or deleted:
-        results = sorted(_parse_all(root, to_parse, store, jobs, progress), key=lambda s: s.path)
+        results = sorted(_parse_all(root, to_parse, store, jobs, progress, max_file_bytes), key=lambda s: s.path)
         with store.transaction():
             for rel in deleted + [s.path for s in results if s.path in stored]:
                 store._exec("DELETE FROM files WHERE path = ?", (rel,))

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import codecs
 import gc
 import hashlib
 import io
@@ -176,6 +177,11 @@ def _decode(source: bytes) -> str:
         if "invalid or missing encoding declaration" in str(e):
             # No cookie and the first lines are not UTF-8: name the bad byte.
             source.decode("utf-8")
+        if source.startswith(codecs.BOM_UTF8) and e.msg == "encoding problem: utf-8":
+            # A UTF-8 BOM and a cookie naming another encoding: tokenize names
+            # the BOM's encoding; name the declared one, as the interpreter does.
+            declared, _ = tokenize.detect_encoding(io.BytesIO(source[len(codecs.BOM_UTF8):]).readline)
+            raise SyntaxError(f"encoding problem: {declared} with BOM") from None
         raise
     text = source.decode(encoding)
     if "\r" in text:

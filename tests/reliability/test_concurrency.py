@@ -19,6 +19,9 @@ from codegraph_store.errors import BusyError
 
 import workload
 
+pytestmark = pytest.mark.scenario(
+    "busy writer", "waits for the lock within the busy timeout, then BusyError; nothing half-written")
+
 ENV = {**os.environ, "PYTHONPATH": os.path.dirname(workload.__file__)}
 
 
@@ -27,7 +30,10 @@ def spawn(*args: str) -> subprocess.Popen:
                             text=True, env=ENV)
 
 
-def test_readers_never_see_a_torn_transaction(tmp_path, stress):
+@pytest.mark.scenario("2 writer processes, 2 reader processes, 2 reader threads", "no reader sees a"
+                      " torn transaction; no writer gives up within the busy timeout")
+def test_readers_never_see_a_torn_transaction(tmp_path, stress, tally):
+    reads_tally = tally()  # one iteration per group read checked
     db = str(tmp_path / "conc.cgdb")
     stop = str(tmp_path / "stop")
     writes = 2000 if stress else 150
@@ -57,6 +63,8 @@ def test_readers_never_see_a_torn_transaction(tmp_path, stress):
             for t in threads:
                 t.join()
         reads = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in readers]
+    reads_tally.iterations = sum(checks for checks, _ in reads + thread_results)
+    reads_tally.failures = sum(torn for _, torn in reads + thread_results) + sum(busy)
     assert [w.returncode for w in writers] == [0, 0]
     assert busy == [0, 0], "writers gave up inside the busy timeout"
     assert all(checks > 0 and torn == 0 for checks, torn in reads + thread_results), (reads, thread_results)
@@ -111,6 +119,7 @@ def test_past_the_busy_timeout_a_writer_gets_busy_error(tmp_path, make_node, mon
         assert store.check().ok
 
 
+@pytest.mark.scenario("torn-read check, self-test", "the invariant the readers check flags a torn group")
 def test_the_invariant_check_sees_a_torn_group(tmp_path):
     with Store.open(str(tmp_path / "torn.cgdb")) as store:
         workload.write_group(store, 0, 3, tag=7)

@@ -16,6 +16,10 @@ from codegraph_store import Store
 
 import workload
 
+pytestmark = pytest.mark.scenario(
+    "SIGKILL of a writer", "every acknowledged transaction present and whole, none half-present"
+    " (nodes, edges, vectors); search finds each vector exactly; store.check() passes")
+
 WORKER = [sys.executable, workload.__file__]
 
 
@@ -38,7 +42,8 @@ def kill_writer_at_random(db: str, rng: random.Random) -> set[int]:
     return {int(line) for line in (first + rest).split()}
 
 
-def test_sigkill_loses_no_acknowledged_transaction(tmp_path, stress):
+def test_sigkill_loses_no_acknowledged_transaction(tmp_path, stress, tally):
+    t = tally()
     db = str(tmp_path / "crash.cgdb")
     rng = random.Random(1)
     kills = 500 if stress else 20
@@ -46,6 +51,7 @@ def test_sigkill_loses_no_acknowledged_transaction(tmp_path, stress):
     checked: set[int] = set()
     for kill in range(kills):
         acked |= kill_writer_at_random(db, rng)
+        t.iterations += 1
         with Store.open(db) as store:
             report = store.check()
             assert report.ok, report.problems

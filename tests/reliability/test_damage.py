@@ -18,6 +18,10 @@ from codegraph_store import Edge, EdgeKind, Node, Store
 
 import damage
 
+pytestmark = pytest.mark.scenario(
+    "damaged file (bit flip or truncation of the database, WAL or pool)", "right data or a typed"
+    " error; never a crash, a hang or an untyped exception")
+
 CASE_TIMEOUT_S = 60
 
 
@@ -131,7 +135,7 @@ def run_cases(tmp_path, all_cases: list[dict], expected: dict) -> list[tuple[dic
 # rebuilt from SQLite. A damaged WAL loses the commits from the damaged frame on
 # (SQLite's frame checksums), leaving the earlier state. Truncation is always
 # seen. A flipped bit inside a database record can go unseen: SQLite keeps no
-# page checksums (see README, Reliability).
+# page checksums (see docs/RELIABILITY.md).
 ALLOWED = {
     ("pool", "flip"): {"ok"}, ("pool", "truncate"): {"ok"},
     ("wal", "flip"): {"ok", "earlier", "refused", "detected", "repaired"},
@@ -154,7 +158,8 @@ def outcome_table(results) -> dict:
     return table
 
 
-def test_damaged_files_read_right_or_raise_typed_errors(tmp_path, pristine, stress):
+def test_damaged_files_read_right_or_raise_typed_errors(tmp_path, pristine, stress, tally):
+    t = tally()
     states, expected = pristine
     all_cases = cases(states, 400 if stress else 24, random.Random(7))
     results = run_cases(tmp_path, all_cases, expected)
@@ -162,6 +167,7 @@ def test_damaged_files_read_right_or_raise_typed_errors(tmp_path, pristine, stre
     print(json.dumps(outcome_table(results), sort_keys=True))
     bad = [(c["state"], c["file"], c["op"], c["at"], outcome, detail)
            for c, outcome, detail in results if outcome not in ALLOWED[_kind(c["file"]), c["op"]]]
+    t.iterations, t.failures = len(results), len(bad)
     for b in bad:
         print(b)
     assert bad == []

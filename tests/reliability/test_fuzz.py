@@ -20,6 +20,9 @@ from codegraph_store.errors import CodegraphError, CorruptStoreError
 
 CORPUS = pathlib.Path(__file__).parent / "corpus"
 
+pytestmark = pytest.mark.scenario(
+    "fuzz corpus replay", "every saved input (past bugs, edges) gives a correct result or a typed error")
+
 
 def fuzz_settings(stress: bool, examples: int = 150):
     return settings(max_examples=examples * 30 if stress else examples, deadline=None,
@@ -52,16 +55,20 @@ def check_decode(blob: bytes) -> None:
     assert codec.decode(codec.encode(value)) == value if value is not None else True
 
 
-def test_codec_round_trips(stress):
+def test_codec_round_trips(stress, tally):
+    t = tally("fuzz: metadata codec", "encode/decode round-trips; any bytes decode to a valid value or CorruptStoreError")
+
     @fuzz_settings(stress)
     @given(json_values, st.sampled_from([None, 0, 1, 64, 1024]))
     def run(value, threshold):
+        t.iterations += 1
         blob = codec.encode(value, threshold)
         assert codec.decode(blob) == value
     run()
 
 
-def test_codec_decodes_arbitrary_bytes_or_says_corrupt(stress):
+def test_codec_decodes_arbitrary_bytes_or_says_corrupt(stress, tally):
+    t = tally("fuzz: metadata codec", "encode/decode round-trips; any bytes decode to a valid value or CorruptStoreError")
     frame = b"Z" + zstandard_frame(b'{"a":[1,2,3],"b":"' + b"x" * 200 + b'"}')
 
     @fuzz_settings(stress, 300)
@@ -74,6 +81,7 @@ def test_codec_decodes_arbitrary_bytes_or_says_corrupt(stress):
                                                      st.integers(0, 255)), max_size=4))
         .map(lambda t: _mutate(*t))))
     def run(blob):
+        t.iterations += 1
         check_decode(blob)
     run()
 
@@ -144,7 +152,8 @@ def _fix_crc(raw: bytes) -> bytes:
     return raw[:at] + struct.pack("<I", zlib.crc32(raw[:at])) + raw[at + 4:]
 
 
-def test_pool_header_parser_refuses_every_lie(stress):
+def test_pool_header_parser_refuses_every_lie(stress, tally):
+    t = tally("fuzz: pool header parser", "a lying header is PoolDamaged; an accepted one is consistent with the file size")
     raw, size = valid_header()
 
     @fuzz_settings(stress, 300)
@@ -152,6 +161,7 @@ def test_pool_header_parser_refuses_every_lie(stress):
                     max_size=6),
            st.booleans(), st.integers(-1, 1 << 41))
     def run(changes, fix_crc, size_delta):
+        t.iterations += 1
         bad = _mutate(raw, changes)
         if fix_crc:
             bad = _fix_crc(bad)
@@ -161,6 +171,7 @@ def test_pool_header_parser_refuses_every_lie(stress):
     @fuzz_settings(stress)
     @given(st.binary(min_size=0, max_size=pool.HEADER_SIZE), st.integers(0, 1 << 41))
     def run_random(raw_bytes, file_size):
+        t.iterations += 1
         check_header(_fix_crc(raw_bytes.ljust(pool.HEADER_SIZE, b"\0")), file_size)
     run_random()
 
@@ -264,10 +275,13 @@ def api_calls(draw):
     return name, [first], kwargs
 
 
-def test_query_api_gives_correct_answers_or_typed_errors(query_store, stress):
+def test_query_api_gives_correct_answers_or_typed_errors(query_store, stress, tally):
+    t = tally("fuzz: query API arguments", "the right answer for the known graph or a typed error")
+
     @fuzz_settings(stress, 300)
     @given(api_calls())
     def run(call):
+        t.iterations += 1
         call_api(query_store, *call)
     run()
 

@@ -19,6 +19,10 @@ from codegraph_store.errors import CorruptStoreError, NotAStoreError
 
 PACKAGE = pathlib.Path(codegraph_store.__file__).parent
 
+pytestmark = pytest.mark.scenario(
+    "hostile .cgdb", "refused with a typed error, or what the file asks for is harmless (no pickle,"
+    " no extension loading, untrusted schema)")
+
 
 def make_store(path, nodes=3) -> list[Node]:
     made = [Node.new("function", f"f{i}", file="m.py", start_line=i + 1, metadata={"i": i})
@@ -167,3 +171,18 @@ def test_crafted_metadata_records_are_corrupt_store_errors(tmp_path, record):
 def test_frame_claim_check_is_exercised():
     frame = _frame_claiming(1 << 40)
     assert zstandard.frame_content_size(frame) == 1 << 40
+
+
+def test_text_that_is_not_utf8_is_a_corrupt_store_error(tmp_path):
+    """Found by the stress run of test_damage.py: a flipped bit in a node's name
+    made iter_nodes raise a bare UnicodeDecodeError (APSW decodes TEXT as UTF-8,
+    SQLite never checks it)."""
+    path = tmp_path / "s.cgdb"
+    made = make_store(path)
+    tamper(path, "UPDATE nodes SET name = CAST(x'66ae' AS TEXT) WHERE id = ?", params=(made[1].id,))
+    with Store.open(path) as s:
+        for read in (lambda: list(s.iter_nodes()), lambda: s.get_node(made[1].id),
+                     lambda: s.find(file="m.py")):
+            with pytest.raises(CorruptStoreError, match="text in the database is not valid UTF-8"):
+                read()
+        assert s.get_node(made[0].id) == made[0]

@@ -21,6 +21,10 @@ from codegraph_store.errors import CodegraphError, StoreIOError
 import vfs
 import workload
 
+pytestmark = pytest.mark.scenario(
+    "I/O fault at the Nth file operation (IOERR or FULL, once or persistent)", "a typed StoreIOError,"
+    " nothing half-written; the store works and checks clean once the fault is gone")
+
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
@@ -61,13 +65,15 @@ def work(db: str, i: int, shim: vfs.FaultVFS) -> tuple[set[int], CodegraphError 
 @pytest.mark.parametrize("error", [apsw.IOError, apsw.FullError], ids=["ioerr", "full"])
 @pytest.mark.parametrize("persistent", [False, True], ids=["once", "persistent"])
 def test_io_faults_are_typed_errors_and_leave_the_store_whole(tmp_path, template, stress, error,
-                                                               persistent):
+                                                               persistent, tally):
+    t = tally()
     db = str(tmp_path / "f.cgdb")
     shutil.copyfile(template, db)
     limit = 2000 if stress else 400
-    step = 1 if stress else 3
+    step = 1  # every position: step 3 skipped the two where a commit hid an I/O error
     done, failures, committed = False, 0, {0}
     for n, at in enumerate(range(1, limit, step), start=1):
+        t.iterations += 1
         with vfs.installed(vfs.FaultVFS()) as shim:
             shim.fault = vfs.Fault(at, error, persistent)
             try:
@@ -99,6 +105,8 @@ def test_io_faults_are_typed_errors_and_leave_the_store_whole(tmp_path, template
     assert failures > 0
 
 
+@pytest.mark.scenario("disk full while the pool grows", "the commits stand, the search is a StoreIOError"
+                      " until space is back, then the pool catches up")
 def test_disk_full_while_the_pool_grows(tmp_path, monkeypatch):
     cfg = {"memory_optimization": {"embedding_pool_size": 16, "arena_chunk_size": 4096,
                                    "embedding_pool_dtype": "float32"}}

@@ -19,6 +19,11 @@ import vfs
 import workload
 
 MODES = ("drop", "some", "garble")
+PROMISE = {
+    "full": "every committed transaction present and whole; store.check() passes",
+    "normal": "consistent: the transactions present are whole and a prefix of those committed"
+              " (the last ones may be missing); store.check() passes",
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +59,8 @@ def run_until_power_loss(db: str, durability: str, cut_at: int, mode: str, txns:
 
 
 @pytest.mark.parametrize("durability", ["full", "normal"])
-def test_power_loss(tmp_path, template, stress, durability):
+def test_power_loss(tmp_path, template, stress, durability, tally):
+    t = tally(f"power loss, durability={durability}", PROMISE[durability])
     db = str(tmp_path / "p.cgdb")
     cuts = range(1, 61 if stress else 13)
     txns = 40 if stress else 12
@@ -70,6 +76,7 @@ def test_power_loss(tmp_path, template, stress, durability):
             committed, cut = run_until_power_loss(db, durability, cut_at, mode,
                                                   txns if durability == "full" else cut_at)
             cut_happened += cut
+            t.iterations += 1
             with Store.open(db) as store:
                 report = store.check()
                 assert report.ok, (mode, cut_at, report.problems)

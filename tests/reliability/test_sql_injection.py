@@ -13,6 +13,8 @@ from __future__ import annotations
 import ast
 import pathlib
 
+import pytest
+
 import codegraph_store
 
 PACKAGE = pathlib.Path(codegraph_store.__file__).parent
@@ -36,6 +38,9 @@ ALLOWED = {
     ("cli.py", "cmd_sql"): "`codegraph sql` runs the user's own statement, as documented, on a"
                            " query_only connection; nothing is interpolated into it",
 }
+
+pytestmark = pytest.mark.scenario("SQL scan, self-test", "the scan flags each way of building SQL"
+                                  " from values and accepts constant SQL")
 
 
 def _const_names(tree: ast.Module) -> set[str]:
@@ -157,6 +162,8 @@ def package_findings() -> set[tuple[str, str]]:
     return found
 
 
+@pytest.mark.scenario("SQL built from values", "every SQL statement in the package is a constant or"
+                      " allow-listed with the reason")
 def test_every_sql_statement_in_the_package_is_constant_or_allow_listed():
     found = package_findings()
     assert found - set(ALLOWED) == set(), "SQL built from non-constant values"
