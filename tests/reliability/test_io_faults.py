@@ -28,10 +28,7 @@ pytestmark = pytest.mark.scenario(
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("faults") / "template.cgdb")
-    with Store.open(path) as s:
-        workload.write_txn(s, 0)
-    return path
+    return workload.template_store(tmp_path_factory.mktemp("faults"))
 
 
 AFTER = 100_000  # transactions written through the same store once the fault is gone

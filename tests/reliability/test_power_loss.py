@@ -28,10 +28,7 @@ PROMISE = {
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("power") / "template.cgdb")
-    with Store.open(path) as s:
-        workload.write_txn(s, 0)
-    return path
+    return workload.template_store(tmp_path_factory.mktemp("power"))
 
 
 def run_until_power_loss(db: str, durability: str, cut_at: int, mode: str, txns: int) -> tuple[set[int], bool]:

@@ -49,6 +49,14 @@ def write_txn(store: Store, i: int) -> None:
         store.add_embeddings([n.id for n in nodes], txn_vectors(i), space=SPACE)
 
 
+def template_store(directory) -> str:
+    """A store holding transaction 0, for tests that copy it before each run."""
+    path = os.path.join(str(directory), "template.cgdb")
+    with Store.open(path) as s:
+        write_txn(s, 0)
+    return path
+
+
 def present_txns(store: Store) -> set[int]:
     """Numbers of the transactions with at least one node in the store."""
     return {int(f.path[1:-3]) for f in store.files() if f.path.startswith("t")}
