@@ -119,7 +119,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         lines.append(f"  embedded   {embedded.embedded} symbols into space {embedded.space}"
                      f" ({embedded.seconds:.2f} s)")
     if report.failed:
-        lines.append(f"  failed to parse ({len(report.failed)}, stored without symbols):")
+        lines.append(f"  failed to read or parse ({len(report.failed)}, stored without symbols):")
         lines += [f"    {p}: {r}" for p, r in report.failed]
     if report.skipped:
         lines.append(f"  skipped ({len(report.skipped)}, not stored):")
@@ -136,7 +136,7 @@ def _default_exclude() -> list[str]:
 def cmd_stats(args: argparse.Namespace) -> int:
     with open_store(args, readonly=True) as store:
         stats = store.stats()
-    lines = [f"{stats['path']}: {stats['files']} files ({stats['files_with_errors']} failed to parse),"
+    lines = [f"{stats['path']}: {stats['files']} files ({stats['files_with_errors']} failed to read or parse),"
              f" {stats['nodes']} nodes, {stats['edges']} edges, {stats['file_bytes']} bytes"]
     lines += [f"  {k:<10} {v}" for k, v in stats["nodes_by_kind"].items() if v]
     lines += [f"  {k:<10} {v} edges" for k, v in stats["edges_by_kind"].items() if v]
