@@ -41,7 +41,7 @@ is a median. The machine is shared: compare columns of one run, not runs.
 Diagnostics printed after the table: every contender's p50/p90 and GB/s, the
 kernel on one thread, each batch contender, Store.search split into phases
 (replayed step by step with the store's internals: sync check, live mask, scan,
-rescoring SQL, exact rescoring, node loading), the pools' layout and the builds.
+rescoring SQL and the check of candidate rows, exact rescoring, node loading), the pools' layout and the builds.
 """
 
 from __future__ import annotations
@@ -496,16 +496,18 @@ def optional_baselines() -> tuple[Any, Any, list[str]]:
 # --------------------------------------------------------------- Store.search phases
 
 def search_phases(st: Store, queries: list, k: int = K) -> dict[str, Samples]:
-    """Store.search(q, k) split into its phases by replaying run_search's steps with the
-    store's internals (diagnostic only; mirrors codegraph_store/search.py and
-    Store.search). Each item of ``queries`` is one vector or a (b, dim) batch."""
+    """Store.search(q, k) split into its phases by calling the functions run_search
+    calls, one at a time, with the store's internals (diagnostic only; the retry on
+    rows that disagree with SQLite never triggers on these stores). Each item of
+    ``queries`` is one vector or a (b, dim) batch."""
     from codegraph_store import search as S
     from codegraph_store.embeddings import check_vectors
     cpu = st.config.cpu_optimization
     threads, simd = cpu.thread_pool_size, (cpu.simd_threshold if cpu.enable_simd else 1 << 30)
     emb = st._embeddings
     names = ["conn+data_version", "query checks", "pool sync check", "live-mask rebuild",
-             "kernel scan", "rescore SQL", "exact rescoring", "load nodes", "total"]
+             "kernel scan + pool copies", "rescore SQL + row check", "exact rescoring",
+             "load nodes", "total"]
     out = {nm: Samples(nm) for nm in names}
     clock = time.perf_counter_ns
     for q in queries:
@@ -519,32 +521,15 @@ def search_phases(st: Store, queries: list, k: int = K) -> dict[str, Samples]:
         t.append(clock())
         pool = emb.pool(conn, space)
         t.append(clock())
-        fetch = min(k, pool.capacity) * S.OVERFETCH[pool.dtype]
-        if pool.dtype != "float32":
-            fetch = max(fetch, k + S.MIN_EXTRA_CANDIDATES)
-        fetch = max(1, min(fetch, pool.capacity))
-        scan_q = qs
-        if pool.normalized:
-            scan_q = (qs.astype(np.float64) / norms[:, None]).astype(np.float32)
         with pool.reading():
             pool.live_masks()
-            t.append(clock())
-            cand, _ = pool.scan(np.ascontiguousarray(scan_q, np.float32), fetch, None, threads, simd)
         t.append(clock())
-        unique = sorted({int(i) for i in cand.ravel() if i})
-        rows = conn.execute("SELECT node_id, vec FROM embeddings WHERE space_id = ? AND node_id IN"
-                            " (SELECT value FROM json_each(?))",
-                            (space.id, json.dumps(unique))).fetchall()
+        cand, unique, pool_ids, pool_rows = S.scan_candidates(pool, qs, norms, k, None, threads, simd)
         t.append(clock())
-        index = {nid: j for j, (nid, _) in enumerate(rows)}
-        vectors = np.frombuffer(b"".join(v for _, v in rows), "<f4").reshape(len(rows), space.dim)
-        scores = S.exact_scores(space.metric, qs, vectors)
-        results = []
-        for qi in range(qs.shape[0]):
-            picked = [(int(i), float(scores[qi, index[int(i)]])) for i in cand[qi]
-                      if int(i) in index]
-            picked.sort(key=lambda tt: (-tt[1], tt[0]))
-            results.append(picked[:k])
+        found, bad = emb.candidate_rows(conn, space, pool, unique, pool_ids, pool_rows)
+        assert not bad, "pool rows disagree with SQLite"
+        t.append(clock())
+        results = S.rescore(space.metric, qs, k, cand, found, set())
         t.append(clock())
         for hits in results:
             nodes = st._load(conn, st._cache is not None, [i for i, _ in hits])

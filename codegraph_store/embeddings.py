@@ -19,7 +19,7 @@ import apsw
 import attrs
 import numpy as np
 
-from .errors import InvalidArgumentError, InvalidTypeError, NotFoundError
+from .errors import CorruptStoreError, InvalidArgumentError, InvalidTypeError, NotFoundError
 from .pool import Pool, PoolDamaged
 
 METRICS = ("cosine", "dot", "l2")
@@ -34,6 +34,29 @@ def _end_snapshot(conn: apsw.Connection) -> None:
     replace that error with "cannot commit - no transaction is active"."""
     if not conn.getautocommit():
         conn.execute("COMMIT")
+
+
+@attrs.frozen
+class SlotRows:
+    """SQLite rows of some pool slots, in slot order: node ids and f32 vectors."""
+
+    slots: np.ndarray
+    ids: np.ndarray
+    vectors: np.ndarray
+
+
+def _slot_rows(rows: list, space: Space) -> SlotRows:
+    """``(slot, node_id, vec)`` rows as arrays. Each vec is checked to be ``dim``
+    float32 values on its own: a short and a long one must not cancel out and
+    shift every row after them."""
+    width = space.dim * 4
+    if any(len(r[2]) != width for r in rows):
+        raise CorruptStoreError(f"an embedding of space {space.name!r} is not "
+                                f"{space.dim} float32 values")
+    n = len(rows)
+    return SlotRows(np.fromiter((r[0] for r in rows), np.int64, n),
+                    np.fromiter((r[1] for r in rows), np.int64, n),
+                    np.frombuffer(b"".join(r[2] for r in rows), "<f4").reshape(n, space.dim))
 
 
 @attrs.frozen
@@ -328,48 +351,30 @@ class Embeddings:
 
     @staticmethod
     def _apply(pool: Pool, space: Space, rows: list, freed: np.ndarray, seq: int) -> None:
-        if rows:
-            slots = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            ids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
-            blob = b"".join(r[2] for r in rows)
-            if len(blob) != len(rows) * space.dim * 4:
-                from .errors import CorruptStoreError
-                raise CorruptStoreError(f"an embedding of space {space.name!r} is not "
-                                        f"{space.dim} float32 values")
-            vecs = np.frombuffer(blob, "<f4").reshape(len(rows), space.dim)
-        else:
-            slots = ids = np.empty(0, np.int64)
-            vecs = np.empty((0, space.dim), np.float32)
-        pool.apply(slots, ids, vecs, freed, seq)
+        found = _slot_rows(rows, space)
+        pool.apply(found.slots, found.ids, found.vectors, freed, seq)
 
     @staticmethod
     def candidate_rows(conn: apsw.Connection, space: Space, pool: Pool, slots: np.ndarray,
-                       pool_ids: np.ndarray, pool_rows: np.ndarray) -> tuple[dict, list[int]]:
-        """The SQLite rows of candidate ``slots`` (``{slot: (node id, f32 vector)}``)
-        and the slots whose pool copy (``pool_ids``, decoded ``pool_rows``)
-        disagrees with them: no row, another node, or another vector.
+                       pool_ids: np.ndarray, pool_rows: np.ndarray) -> tuple[SlotRows, list[int]]:
+        """The SQLite rows of candidate ``slots`` (sorted, distinct) and the slots
+        whose pool copy (``pool_ids``, decoded ``pool_rows``, in the order of
+        ``slots``) disagrees with them: no row, another node, or another vector.
 
         The pool has no checksum over its rows (keeping one current would cost a
         pass over every segment per commit); instead the few candidates a search
         rescores are checked against the rows it reads anyway."""
         rows = conn.execute(
             "SELECT slot, node_id, vec FROM embeddings WHERE space_id = ? AND slot IN"
-            " (SELECT value FROM json_each(?))",
-            (space.id, json.dumps([int(s) for s in slots]))).fetchall()
-        found = {}
-        for slot, node_id, blob in rows:
-            if len(blob) != space.dim * 4:
-                from .errors import CorruptStoreError
-                raise CorruptStoreError(f"an embedding of space {space.name!r} is not "
-                                        f"{space.dim} float32 values")
-            found[slot] = (node_id, np.frombuffer(blob, "<f4"))
-        present = [j for j, s in enumerate(slots) if int(s) in found
-                   and found[int(s)][0] == int(pool_ids[j])]
+            " (SELECT value FROM json_each(?)) ORDER BY slot",
+            (space.id, json.dumps(slots.tolist()))).fetchall()
+        found = _slot_rows(rows, space)
+        at = np.searchsorted(slots, found.slots)  # each found slot is one of ``slots``
+        same = pool_ids[at] == found.ids
         agree = np.zeros(len(slots), bool)
-        if present:
-            truth = np.stack([found[int(slots[j])][1] for j in present])
-            agree[present] = pool.rows_agree(pool_rows[present], truth)
-        return found, [int(s) for s, ok in zip(slots, agree) if not ok]
+        if same.any():
+            agree[at[same]] = pool.rows_agree(pool_rows[at[same]], found.vectors[same])
+        return found, slots[~agree].tolist()
 
     def confirm_damage(self, conn: apsw.Connection, space: Space, slots: list[int]) -> bool:
         """After a search saw candidates disagree with SQLite: catch the pool up, and if
@@ -381,7 +386,7 @@ class Embeddings:
             with pool.reading():
                 if pool.header is None or pool.header.applied_seq != _current_seq(conn):
                     return False  # moved on meanwhile; the caller searches again
-                arr = np.array(slots, np.int64)
+                arr = np.unique(np.asarray(slots, np.int64))
                 ids, rows = pool.read_slots(arr)
                 _found, bad = self.candidate_rows(conn, space, pool, arr, ids, rows)
         finally:

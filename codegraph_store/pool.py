@@ -376,12 +376,6 @@ class Pool:
             self._live_cache = (key, [bitmap_from_mask(m) for m in masks])
         return self._live_cache[1]
 
-    def scan(self, queries: np.ndarray, k: int, allows: list[np.ndarray] | None,
-             threads: int, simd_threshold: int) -> tuple[np.ndarray, np.ndarray]:
-        """Best ``k`` (node ids, pool scores) per query across every segment."""
-        _slots, ids, vals = self.scan_slots(queries, k, allows, threads, simd_threshold)
-        return ids, vals
-
     def scan_slots(self, queries: np.ndarray, k: int, allows: list[np.ndarray] | None,
                    threads: int, simd_threshold: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Best ``k`` (slots, node ids, pool scores) per query across every segment."""
@@ -418,11 +412,18 @@ class Pool:
         ids = np.empty(len(slots), np.int64)
         vecs = np.empty((len(slots), self.dim), np.float32)
         width = self.dim * np.dtype(self.dtype).itemsize
-        for j, slot in enumerate(slots):
-            seg, local = self._locate(int(slot))
-            ids[j] = seg.ids[local]
+        placed = np.zeros(len(slots), bool)
+        for seg in self.segments:
+            sel = (slots >= seg.first_slot) & (slots < seg.first_slot + seg.capacity)
+            if not sel.any():
+                continue
+            local = slots[sel] - seg.first_slot
+            ids[sel] = seg.ids[local]
             raw = seg.rows[local, :width].view(self.dtype)
-            vecs[j] = raw * seg.scales[local] if self.dtype == "int8" else raw
+            vecs[sel] = raw * seg.scales[local][:, None] if self.dtype == "int8" else raw
+            placed |= sel
+        if not placed.all():
+            raise IndexError(int(slots[~placed][0]))
         return ids, vecs
 
     def rows_agree(self, stored: np.ndarray, truth: np.ndarray) -> np.ndarray:

@@ -17,7 +17,7 @@ import attrs
 import numpy as np
 
 from . import graph
-from .embeddings import Embeddings, Space, check_vectors
+from .embeddings import Embeddings, SlotRows, Space, check_vectors
 from .errors import InvalidArgumentError, InvalidTypeError
 from .kinds import EdgeKind, NodeKind
 from .model import Node, check_node_id, check_path
@@ -130,13 +130,12 @@ def exact_scores(metric: str, queries: np.ndarray, vectors: np.ndarray) -> np.nd
     return np.where((qn * vn) > 0, out, 0.0)
 
 
-def _candidates(conn: apsw.Connection, embeddings: Embeddings, space: Space, queries: np.ndarray,
-                norms: np.ndarray, k: int, slots: np.ndarray | None, threads: int,
-                simd_threshold: int) -> tuple[np.ndarray, dict, list[int]]:
-    """Scan the pool: per query its candidate slots, the SQLite rows of all of
-    them (``{slot: (node id, f32 vector)}``) and the slots whose pool copy
-    disagrees with SQLite."""
-    pool = embeddings.pool(conn, space)
+def scan_candidates(pool, queries: np.ndarray, norms: np.ndarray, k: int,
+                    slots: np.ndarray | None, threads: int, simd_threshold: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Scan ``pool`` under its read lock: per query its candidate slots (-1 for
+    none), the distinct candidate slots, and the pool's copies of them (node ids,
+    decoded rows) for checking against SQLite."""
     fetch = min(k, pool.capacity) * OVERFETCH[pool.dtype]
     if pool.dtype != "float32":
         fetch = max(fetch, k + MIN_EXTRA_CANDIDATES)
@@ -152,12 +151,49 @@ def _candidates(conn: apsw.Connection, embeddings: Embeddings, space: Space, que
         cand = np.where(live, cand, -1)
         unique = np.unique(cand[live])
         pool_ids, pool_rows = pool.read_slots(unique)
+    return cand, unique, pool_ids, pool_rows
+
+
+def _candidates(conn: apsw.Connection, embeddings: Embeddings, space: Space, queries: np.ndarray,
+                norms: np.ndarray, k: int, slots: np.ndarray | None, threads: int,
+                simd_threshold: int) -> tuple[np.ndarray, SlotRows | None, list[int]]:
+    """Scan the pool: per query its candidate slots, the SQLite rows of all of
+    them (None when there are none) and the slots whose pool copy disagrees
+    with SQLite."""
+    pool = embeddings.pool(conn, space)
+    cand, unique, pool_ids, pool_rows = scan_candidates(pool, queries, norms, k, slots,
+                                                        threads, simd_threshold)
     if pool.damaged:  # the live count disagreed with the ids: rebuild, scan again
-        return cand, {}, [-1]
+        return cand, None, [-1]
     if not len(unique):
-        return cand, {}, []
+        return cand, None, []
     found, bad = embeddings.candidate_rows(conn, space, pool, unique, pool_ids, pool_rows)
     return cand, found, bad
+
+
+def rescore(metric: str, queries: np.ndarray, k: int, cand: np.ndarray, found: SlotRows,
+            skip: set) -> list[list[tuple[int, float]]]:
+    """Per query, its best ``k`` candidates by exact score from their SQLite rows
+    ``found``, ties by node id; slots in ``skip`` are left out."""
+    keep = ~np.isin(found.slots, np.fromiter(skip, np.int64, len(skip)))
+    found_slots, found_ids, vectors = found.slots[keep], found.ids[keep], found.vectors[keep]
+    if not len(found_slots):
+        return [[] for _ in range(queries.shape[0])]
+    lower_is_better = metric == "l2"
+    results = []
+    for qi in range(queries.shape[0]):
+        # Each query is rescored against its own candidates only; -1 marks none.
+        picked = cand[qi][cand[qi] >= 0]
+        at = np.minimum(np.searchsorted(found_slots, picked), len(found_slots) - 1)
+        at = at[found_slots[at] == picked]
+        if not len(at):
+            results.append([])
+            continue
+        ids = found_ids[at]
+        scores = exact_scores(metric, queries[qi:qi + 1], vectors[at])[0]
+        order = np.lexsort((ids, scores if lower_is_better else -scores))[:k]
+        results.append(list(zip(ids[order].tolist(), scores[order].tolist())))
+    return results
 
 
 def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query: Any, k: int,
@@ -182,30 +218,10 @@ def run_search(conn: apsw.Connection, embeddings: Embeddings, load_nodes, query:
         # or a commit that landed between the scan and the read (scan again).
         if bad != [-1]:
             embeddings.confirm_damage(conn, space, bad)
-    if not found:
+    if found is None:
         return space, [[] for _ in range(queries.shape[0])]
-    bad = set(bad)  # only left when commits kept racing the scan: those are skipped
-    kept = sorted(slot for slot in found if slot not in bad)
-    if not kept:
-        return space, [[] for _ in range(queries.shape[0])]
-    found_slots = np.array(kept, np.int64)
-    found_ids = np.array([found[s][0] for s in kept], np.int64)
-    vectors = np.stack([found[s][1] for s in kept])
-    lower_is_better = space.metric == "l2"
-    results = []
-    for qi in range(queries.shape[0]):
-        # Each query is rescored against its own candidates only; -1 marks none.
-        picked = cand[qi][cand[qi] >= 0]
-        at = np.minimum(np.searchsorted(found_slots, picked), len(found_slots) - 1)
-        at = at[found_slots[at] == picked]
-        if not len(at):
-            results.append([])
-            continue
-        ids = found_ids[at]
-        scores = exact_scores(space.metric, queries[qi:qi + 1], vectors[at])[0]
-        order = np.lexsort((ids, scores if lower_is_better else -scores))[:k]
-        results.append(list(zip(ids[order].tolist(), scores[order].tolist())))
-    return space, results
+    # Slots still in ``bad`` are left only when commits kept racing the scan: skipped.
+    return space, rescore(space.metric, queries, k, cand, found, set(bad))
 
 
 # Edges followed from each hit when building context, and how they are described.

@@ -10,6 +10,7 @@ import ast
 import pathlib
 
 import apsw
+import numpy as np
 import pytest
 import zstandard
 
@@ -186,3 +187,21 @@ def test_text_that_is_not_utf8_is_a_corrupt_store_error(tmp_path):
             with pytest.raises(CorruptStoreError, match="text in the database is not valid UTF-8"):
                 read()
         assert s.get_node(made[0].id) == made[0]
+
+
+def test_vectors_of_the_wrong_length_are_corrupt_even_when_lengths_cancel_out(tmp_path):
+    """A crafted embeddings table with one vector 4 bytes short and the next 4
+    bytes long: the total length is right, so a check of the total alone would
+    shift every row after the short one. Each vector's length is checked."""
+    path = tmp_path / "s.cgdb"
+    made = make_store(path)
+    with Store.open(path) as s:
+        s.add_embeddings([n.id for n in made], [[1.0, 0.0, 0.0, 0.0]] * 3, "e")
+        assert [h.node.id for h in s.search([1.0, 0.0, 0.0, 0.0], k=3)] == sorted(n.id for n in made)
+    short, long = np.float32([1, 0, 0]).tobytes(), np.float32([1, 0, 0, 0, 0]).tobytes()
+    tamper(path, "UPDATE embeddings SET vec = ? WHERE node_id = ?", params=(short, made[0].id))
+    tamper(path, "UPDATE embeddings SET vec = ? WHERE node_id = ?", params=(long, made[1].id))
+    (tmp_path / "s.cgdb-pool1").unlink()  # the pool is rebuilt from the crafted rows
+    with Store.open(path) as s:
+        with pytest.raises(CorruptStoreError, match="is not 4 float32 values"):
+            s.search([1.0, 0.0, 0.0, 0.0], k=3)
